@@ -1,0 +1,64 @@
+/*
+ * interp.h - Python interpreters: discovery and resolution.
+ *
+ * Sources, in precedence order: the config file's list of interpreter
+ * paths, then $PYENV_ROOT/versions/<v>/bin/python, then python3 and
+ * python3.N on PATH (real ELF binaries only: pyenv shims are skipped).
+ * Entries are de-duplicated by real path, first source wins.
+ *
+ * A request names an interpreter as "3.11" (the highest-precedence entry of
+ * that minor version; within a source, the highest micro), as "3.11.7"
+ * (exact), or as an absolute path (probed if not discovered).  NULL or ""
+ * means the default: the config's "default_python", else the first python3
+ * on PATH, else the newest discovered.
+ */
+#ifndef OMNI_INTERP_H
+#define OMNI_INTERP_H
+
+#include <limits.h>
+#include <stddef.h>
+
+enum interp_source { INTERP_CONFIG = 0, INTERP_PYENV = 1, INTERP_PATH = 2, INTERP_EXPLICIT = 3 };
+
+struct interp {
+	char version[32];        /* "3.11.7" */
+	int major, minor, micro;
+	char path[PATH_MAX];     /* absolute, as found (not realpath'd) */
+	char tag[16];            /* ABI tag of bubbles: "cp311" */
+	int source;              /* enum interp_source */
+};
+
+struct interp_set {
+	struct interp *v;
+	size_t n, cap;
+	int default_idx;         /* -1 when none */
+};
+
+/*
+ * Fills set (zero it first) from the sources above.  config_paths may be
+ * NULL; default_name may be NULL.  pyenv_root or path_env NULL skip that
+ * source.  Returns the number found or -errno.  Probing runs interpreters
+ * synchronously: call it at start-up, not from an event handler.
+ */
+int interp_discover(struct interp_set *set, const char *const *config_paths, size_t nconfig,
+		    const char *pyenv_root, const char *path_env, const char *default_name);
+
+/* Adds one entry (no probe) unless its real path is already present. 0 or -errno. */
+int interp_add(struct interp_set *set, const struct interp *it);
+
+/* Runs `path -E -s -c ...` to read its version and fill out; 0 or -errno. */
+int interp_probe(const char *path, struct interp *out);
+
+/* Parses "3.11" or "3.11.7" into parts; returns the number of parts (2 or 3) or -EINVAL. */
+int interp_parse_version(const char *s, int *major, int *minor, int *micro);
+
+/*
+ * Resolves want (see above) into out (copied).  Returns 0, or -ENOENT /
+ * -EINVAL with a readable reason in err listing what is available.
+ */
+int interp_resolve(const struct interp_set *set, const char *want, struct interp *out,
+		   char *err, size_t errlen);
+
+void interp_set_free(struct interp_set *set);
+
+#endif

@@ -1,0 +1,96 @@
+/*
+ * proto.h - the omnipkgd wire protocol, version 1.
+ *
+ * One format serves both channels: client <-> daemon (Unix socket) and
+ * daemon <-> worker (private socketpair).  A frame is a 4-byte big-endian
+ * payload length N (1 <= N <= PROTO_MAX_FRAME) followed by N bytes of UTF-8
+ * JSON holding one object.  Anything else is a protocol error and the peer
+ * is disconnected.
+ *
+ * Client requests:  {"v":1, "id":<1..2^53>, "op":"<op>", ...arguments}
+ * Daemon replies:   {"v":1, "id":<same id>, "ok":true|false, ...}
+ *   a failed request also carries "error" (readable text) and "errno".
+ * Replies may arrive in any order; the id matches them to requests.
+ *
+ * Ops (numbered in the table below; a number is never reused):
+ *   1 hello     -> daemon, version, proto, pid
+ *   2 exec      spec, code, [python, timeout (s), tag, once]
+ *               -> ok, stdout, stderr, stdout_truncated, stderr_truncated,
+ *                  result (when the code set `result`), error, traceback,
+ *                  reason ("exception"|"timeout"|"signal"|"exit"|"spawn"|
+ *                          "nobubble"|"badspec"|"nopython"|"shutdown"),
+ *                  duration (s), worker_pid, spec (canonical), python (path)
+ *   3 status    -> pid, version, uptime, workers, jobs, jobs_failed, socket
+ *   4 workers   -> workers: [{spec, python, tag, pid, state, jobs, rss_kb, idle_s}]
+ *   5 pythons   -> pythons: [{name, version, path, tag, source, default}]
+ *   6 list      -> bubbles: [{tag, name, version, path}]
+ *   7 shutdown  -> {} (the daemon then stops)
+ *
+ * Worker channel (see src/worker.py):
+ *   worker -> daemon  {"op":"ready", "pid":n, "python":"3.11.7"}
+ *   daemon -> worker  {"op":"exec", "id":n, "code":s, "cap":bytes}
+ *   worker -> daemon  {"op":"done", "id":n, "ok":b, "stdout":s, "stderr":s,
+ *                      "stdout_bytes":n, "stderr_bytes":n, "result":any,
+ *                      "error":s, "traceback":s}
+ *   daemon -> zygote  {"op":"fork", "id":n, "paths":[dir...], "tag":s}
+ *                     with the worker's socket end passed by SCM_RIGHTS;
+ *                     the forked worker then says "ready" on that socket.
+ *
+ * Errors: functions return 0 (or a positive count) on success and -errno.
+ */
+#ifndef OMNI_PROTO_H
+#define OMNI_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <cjson/cJSON.h>
+
+#define PROTO_VERSION 1
+#define PROTO_HDR 4
+#define PROTO_MAX_FRAME (16u << 20)
+#define PROTO_MAX_ID 9007199254740992.0 /* 2^53: exact in a JSON number */
+
+enum proto_op {
+	PROTO_OP_HELLO = 1,
+	PROTO_OP_EXEC = 2,
+	PROTO_OP_STATUS = 3,
+	PROTO_OP_WORKERS = 4,
+	PROTO_OP_PYTHONS = 5,
+	PROTO_OP_LIST = 6,
+	PROTO_OP_SHUTDOWN = 7,
+};
+
+/*
+ * Looks for one whole frame at the start of buf.  Returns the number of
+ * bytes the frame occupies (header included) and points *payload (borrowed,
+ * inside buf) and *plen at its body; 0 when more bytes are needed;
+ * -EMSGSIZE for a length over PROTO_MAX_FRAME; -EBADMSG for length 0.
+ */
+long proto_frame_parse(const char *buf, size_t len, const char **payload, size_t *plen);
+
+/* Writes the 4-byte header for a payload of plen bytes; -EMSGSIZE if too big. */
+int proto_frame_hdr(unsigned char hdr[PROTO_HDR], size_t plen);
+
+/*
+ * Serialises msg into a malloc'd frame (header + JSON).  Caller frees.
+ * Returns NULL when out of memory or over PROTO_MAX_FRAME.
+ */
+char *proto_encode(const cJSON *msg, size_t *len_out);
+
+/*
+ * Strictly decodes a client request payload: a JSON object with "v" equal
+ * to PROTO_VERSION, an integral "id" in 1..2^53 and a known "op".
+ * On success returns the op number, *out owns the parsed object (caller
+ * deletes) and *id is set.  On failure returns -EBADMSG (not JSON, not an
+ * object, bad id), -EPROTONOSUPPORT (other version) or -EOPNOTSUPP (unknown
+ * op), writes a readable reason into err, and sets *id when one could be
+ * read (0 otherwise) so that the error can still be answered.
+ */
+int proto_decode(const char *payload, size_t plen, cJSON **out, uint64_t *id,
+		 char *err, size_t errlen);
+
+/* Op name for a number and back; NULL / -1 when unknown. */
+const char *proto_op_name(int op);
+int proto_op_code(const char *name);
+
+#endif
