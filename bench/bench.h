@@ -1,0 +1,58 @@
+/*
+ * bench.h - the benchmark harness: timing, percentiles, a private daemon,
+ * and results written as JSON into results/ with the machine they ran on.
+ *
+ * One file per benchmark (bench_*.c), each a `int bench_NAME(void)` listed
+ * in runner.c; each prints one line per measured row:
+ *
+ *   hot_exec_socket        p50   41.2 us  p99   80.1 us  n 10000  2.1 x rtt
+ *
+ * QUICK=1 in the environment shortens every run (smoke check).
+ */
+#ifndef OMNI_BENCH_H
+#define OMNI_BENCH_H
+
+#include <stddef.h>
+#include <cjson/cJSON.h>
+
+struct bench_stats {
+	size_t n;
+	double p50, p99, mean, min, max;   /* seconds */
+};
+
+double bench_now(void);                          /* monotonic seconds */
+int bench_quick(void);                           /* QUICK=1 set */
+size_t bench_iters(size_t full, size_t quick);
+struct bench_stats bench_stats(double *v, size_t n);   /* sorts v */
+
+/* Prints one result line; ref_p50 > 0 adds "N x <ref_name>". */
+void bench_line(const char *row, const struct bench_stats *s, double ref_p50, const char *ref_name);
+
+/* A JSON object for one row: name, unit "s", n, p50, p99, mean, min, max
+ * and, when ref_p50 > 0, reference and ratio_p50. */
+cJSON *bench_row(const char *row, const struct bench_stats *s, double ref_p50, const char *ref_name);
+
+/* Writes {"benchmark", "machine", "rows": rows} to results/<name>.json
+ * (rows taken).  The machine block: cpu, cores, kernel, date, commit,
+ * omnipkgd version.  0 or -errno. */
+int bench_write(const char *name, cJSON *rows);
+
+/* The Unix-socket ping-pong round trip of this machine, measured now
+ * (p50 seconds), with the same payload size as a small request. */
+double bench_unix_rtt(struct bench_stats *out);
+
+/*
+ * Starts omnipkgd (built beside the runner) on a private runtime dir with
+ * the given extra config keys (JSON object text, may be NULL), using the
+ * default home so the prepared bubbles are found.  Sets
+ * OMNIPKG_RUNTIME_DIR for the client library.  0 or -errno.
+ */
+int bench_daemon_start(const char *config_json);
+void bench_daemon_stop(void);
+
+/* The bubble directory of spec (one item) for interpreter "3.11"; 0 or -errno. */
+int bench_bubble_dir(const char *spec, const char *python, char *buf, size_t n);
+/* Resolves "3.11" to an interpreter path; 0 or -errno. */
+int bench_python_path(const char *python, char *buf, size_t n);
+
+#endif

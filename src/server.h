@@ -1,0 +1,37 @@
+/*
+ * server.h - the Unix-socket front: accepts clients of the owning user,
+ * decodes their requests strictly and answers each by its id.
+ */
+#ifndef OMNI_SERVER_H
+#define OMNI_SERVER_H
+
+#include <stddef.h>
+#include "config.h"
+#include "interp.h"
+#include "loop.h"
+#include "pool.h"
+
+struct server;
+
+struct server_ctx {                /* all borrowed; must outlive the server */
+	struct loop *loop;
+	struct pool *pool;
+	const struct config *cfg;
+	const struct interp_set *py;
+	const char *home;
+	const char *sock_path;
+	void (*on_shutdown)(void *ud); /* a client asked the daemon to stop */
+	void *ud;
+};
+
+/* Binds and listens on ctx->sock_path (which must not exist) under umask
+ * 077.  NULL with a reason in err. */
+struct server *server_new(const struct server_ctx *ctx, char *err, size_t errlen);
+/* Stops accepting; pending replies are still written by server_drain. */
+void server_stop_listening(struct server *s);
+/* Writes queued replies for up to `seconds`, blocking; for shutdown. */
+void server_drain(struct server *s, double seconds);
+void server_free(struct server *s);   /* closes every connection, unlinks the socket */
+int server_clients(const struct server *s);
+
+#endif
