@@ -133,7 +133,7 @@ static cJSON *machine_json(void)
 {
 	cJSON *m = cJSON_CreateObject();
 	struct utsname u;
-	char buf[256] = "", line[512];
+	char buf[600] = "", line[512];
 	time_t now = time(NULL);
 	FILE *f = fopen("/proc/cpuinfo", "r");
 

@@ -1,7 +1,7 @@
 /*
  * runner.c - runs the benchmarks: all of them, or those named.
  *
- *   $ build/bench/omnibench            # every benchmark, results/*.json
+ *   $ build/bench/omnibench            # every benchmark, JSON into results/
  *   $ QUICK=1 build/bench/omnibench hot_exec
  */
 #include <stdio.h>

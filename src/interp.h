@@ -4,7 +4,9 @@
  * Sources, in precedence order: the config file's list of interpreter
  * paths, then $PYENV_ROOT/versions/<v>/bin/python, then python3 and
  * python3.N on PATH (real ELF binaries only: pyenv shims are skipped).
- * Entries are de-duplicated by real path, first source wins.
+ * Entries are de-duplicated by real path, first source wins.  Python 2 is
+ * skipped (the worker runtime is Python 3), and so is a configured path
+ * that does not run as an interpreter.
  *
  * A request names an interpreter as "3.11" (the highest-precedence entry of
  * that minor version; within a source, the highest micro), as "3.11.7"
@@ -37,7 +39,10 @@ struct interp_set {
 /*
  * Fills set (zero it first) from the sources above.  config_paths may be
  * NULL; default_name may be NULL.  pyenv_root or path_env NULL skip that
- * source.  Returns the number found or -errno.  Probing runs interpreters
+ * source.  Returns the number found or -errno.  When default_name names
+ * no interpreter, default_idx stays -1 (so a request for the default fails
+ * with a reason instead of silently using another interpreter) while
+ * explicit requests still resolve.  Probing runs interpreters
  * synchronously: call it at start-up, not from an event handler.
  */
 int interp_discover(struct interp_set *set, const char *const *config_paths, size_t nconfig,
@@ -49,7 +54,8 @@ int interp_add(struct interp_set *set, const struct interp *it);
 /* Runs `path -E -s -c ...` to read its version and fill out; 0 or -errno. */
 int interp_probe(const char *path, struct interp *out);
 
-/* Parses "3.11" or "3.11.7" into parts; returns the number of parts (2 or 3) or -EINVAL. */
+/* Parses "3.11" or "3.11.7" into parts; returns the number of parts (2 or 3) or -EINVAL.
+ * *micro is -1 for two parts.  Any of the out pointers may be NULL. */
 int interp_parse_version(const char *s, int *major, int *minor, int *micro);
 
 /*

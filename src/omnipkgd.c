@@ -66,7 +66,9 @@ static int socket_alive(const char *sock)
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	int fd, r;
 
-	snprintf(sa.sun_path, sizeof sa.sun_path, "%s", sock);
+	if (strlen(sock) >= sizeof sa.sun_path)
+		return 0;
+	memcpy(sa.sun_path, sock, strlen(sock) + 1);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return 0;

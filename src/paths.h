@@ -17,7 +17,9 @@ int paths_runtime_dir(char *buf, size_t n);
 /* Like paths_runtime_dir, and creates the directory 0700 if missing;
  * -EPERM if it exists with another owner or looser mode. */
 int paths_runtime_dir_make(char *buf, size_t n);
-int paths_socket(char *buf, size_t n);   /* <runtime>/omnipkgd.sock */
+/* <runtime>/omnipkgd.sock; -ENAMETOOLONG also when it would not fit in
+ * sockaddr_un.sun_path. */
+int paths_socket(char *buf, size_t n);
 int paths_home(char *buf, size_t n);
 
 /* mkdir -p with the given mode for each created component; 0 or -errno. */

@@ -1,0 +1,878 @@
+/*
+ * cli.c - the `omnipkg` command, a thin front over libomnipkg (omnipkg.h).
+ *
+ *   $ omnipkg exec --spec numpy==1.26.4 --python 3.11 -c 'import numpy; print(numpy.__version__)'
+ *   1.26.4
+ *
+ * Each command is one small function and one entry of cmd_table.  The
+ * protocol is libomnipkg's business: this file only sends ops through
+ * omni_call and reads replies, parsing a reply's JSON (cJSON) where it
+ * holds a list to print as a table.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "omnipkg.h"
+
+/* Exit codes; the usage text repeats them. */
+enum {
+	CMD_OK = 0,        /* success */
+	CMD_JOBFAIL = 1,   /* the job ran and failed */
+	CMD_REFUSED = 2,   /* the request was refused */
+	CMD_USAGE = 100,   /* bad command line */
+	CMD_SYSFAIL = 111, /* cannot reach or start the daemon, or another failure */
+};
+
+#define CMD_CODE_MAX (16u << 20)   /* the protocol's frame limit */
+#define CMD_STOP_WAIT_MS 10000
+
+static const char *cmd_socket;     /* borrowed from argv or the environment; NULL: default */
+
+struct cmd_entry {
+	const char *name;
+	int (*run)(int argc, char **argv);   /* argv[0] is the command's name */
+};
+
+static const char cmd_usage_text[] =
+	"usage: omnipkg [--socket PATH] COMMAND [ARGS]\n"
+	"\n"
+	"commands:\n"
+	"  install SPEC [--python PY] [--quiet]\n"
+	"        create the bubbles of SPEC (\"numpy==1.26.4\", \"a==1,b==2\") for PY\n"
+	"  exec --spec SPEC [--python PY] [--timeout S] [--tag T] [--once] [--json]\n"
+	"       (-c CODE | FILE | -)\n"
+	"        run Python code in the worker of SPEC (\"base\": no bubble) and print\n"
+	"        its stdout and stderr; --json prints the whole reply\n"
+	"  pythons [--json]       interpreters the daemon knows and the short names\n"
+	"  list [--json]          installed bubbles\n"
+	"  workers [--json]       live workers\n"
+	"  status [--json]        the daemon's state (starts it when needed)\n"
+	"  daemon start|stop|status [--json]\n"
+	"        start or stop omnipkgd, or tell whether it answers\n"
+	"  help                   this text (also -h, --help)\n"
+	"  --version              the version of omnipkg\n"
+	"\n"
+	"options:\n"
+	"  --socket PATH          the daemon's socket (else $OMNIPKG_SOCKET, else the\n"
+	"                         default under the runtime directory)\n"
+	"\n"
+	"exec, pythons, list, workers and status start omnipkgd if it is not running.\n"
+	"\n"
+	"exit codes:\n"
+	"  0    success\n"
+	"  1    the job ran and failed (exception, timeout, crash)\n"
+	"  2    the request was refused (bad spec, unknown interpreter, missing bubble)\n"
+	"  100  usage error\n"
+	"  111  system failure (cannot reach or start the daemon, other errors)\n";
+
+static int cmd_usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "omnipkg%s%s: ", cmd ? " " : "", cmd ? cmd : "");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputs("\n(see `omnipkg help`)\n", stderr);
+	return CMD_USAGE;
+}
+
+static int cmd_fail(int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("omnipkg: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return code;
+}
+
+/* getopt_long over argv[0..argc) from the start; reports problems itself. */
+static int cmd_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts)
+{
+	int ch;
+
+	opterr = 0;
+	ch = getopt_long(argc, argv, shortopts, longopts, NULL);
+	if (ch == '?' || ch == ':') {
+		const char *bad = argv[optind - 1 < argc ? optind - 1 : argc - 1];
+
+		cmd_usage_error(argv[0], ch == ':' ? "option %s needs a value" : "unknown option %s",
+				bad);
+		return -2;
+	}
+	return ch;
+}
+
+static int cmd_connect(omni_client **c, int flags)
+{
+	int rc = omni_connect(c, cmd_socket, flags);
+
+	if (rc < 0)
+		return cmd_fail(CMD_SYSFAIL, "%s", omni_strerror(rc));
+	return CMD_OK;
+}
+
+/* Maps a failed reply to an exit code by its reason. */
+static int cmd_exit_for(const omni_reply *r)
+{
+	static const char *const job[] = { "exception", "timeout", "signal", "exit" };
+	static const char *const refused[] = { "nobubble", "badspec", "nopython" };
+	const char *reason = omni_reply_str(r, "reason");
+	int e = (int)omni_reply_num(r, "errno");
+
+	if (omni_reply_ok(r))
+		return CMD_OK;
+	for (size_t i = 0; i < sizeof job / sizeof job[0]; i++)
+		if (strcmp(reason, job[i]) == 0)
+			return CMD_JOBFAIL;
+	for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
+		if (strcmp(reason, refused[i]) == 0)
+			return CMD_REFUSED;
+	/* a request turned down before it reached a worker */
+	if (!*reason && (e == EINVAL || e == EBADMSG || e == EOPNOTSUPP || e == E2BIG ||
+			 e == ENAMETOOLONG))
+		return CMD_REFUSED;
+	return CMD_SYSFAIL;
+}
+
+/* Prints a daemon-level failure; returns its exit code. */
+static int cmd_reply_failed(const omni_reply *r)
+{
+	const char *e = omni_reply_str(r, "error");
+
+	return cmd_fail(cmd_exit_for(r), "%s", *e ? e : "the daemon refused the request");
+}
+
+/* Sends op, prints its reply as JSON or hands its parsed body to show. */
+static int cmd_simple(int flags, const char *op, int json, int (*show)(const cJSON *body))
+{
+	omni_client *c = NULL;
+	omni_reply *r = NULL;
+	cJSON *body;
+	int rc, code;
+
+	if ((code = cmd_connect(&c, flags)) != CMD_OK)
+		return code;
+	if ((rc = omni_call(c, op, NULL, &r)) < 0) {
+		omni_close(c);
+		return cmd_fail(CMD_SYSFAIL, "%s: %s", op, omni_strerror(rc));
+	}
+	if (!omni_reply_ok(r)) {
+		code = cmd_reply_failed(r);
+	} else if (json) {
+		puts(omni_reply_json(r));
+	} else if (!(body = cJSON_Parse(omni_reply_json(r)))) {
+		code = cmd_fail(CMD_SYSFAIL, "%s: cannot read the reply", op);
+	} else {
+		code = show(body);
+		cJSON_Delete(body);
+	}
+	omni_reply_free(r);
+	omni_close(c);
+	return code;
+}
+
+/* ---- small formatting helpers ----------------------------------------- */
+
+/* A text table: cells are copied, columns padded to their widest cell. */
+struct cmd_tab {
+	size_t ncol, nrow;
+	char **cell;        /* owned: nrow * ncol strings */
+};
+
+static void cmd_tab_row(struct cmd_tab *t, const char *const *cells)
+{
+	char **nc = realloc(t->cell, (t->nrow + 1) * t->ncol * sizeof *nc);
+
+	if (!nc)
+		return;
+	t->cell = nc;
+	for (size_t i = 0; i < t->ncol; i++)
+		nc[t->nrow * t->ncol + i] = strdup(cells[i] ? cells[i] : "");
+	t->nrow++;
+}
+
+static void cmd_tab_print(struct cmd_tab *t)
+{
+	size_t w[16] = { 0 };
+
+	for (size_t r = 0; r < t->nrow; r++)
+		for (size_t i = 0; i < t->ncol && i < 16; i++) {
+			const char *s = t->cell[r * t->ncol + i];
+			size_t n = s ? strlen(s) : 0;
+
+			if (n > w[i])
+				w[i] = n;
+		}
+	for (size_t r = 0; r < t->nrow; r++) {
+		for (size_t i = 0; i < t->ncol; i++) {
+			const char *s = t->cell[r * t->ncol + i];
+
+			if (i + 1 == t->ncol)
+				printf("%s\n", s ? s : "");
+			else
+				printf("%-*s  ", (int)w[i < 16 ? i : 15], s ? s : "");
+		}
+	}
+	for (size_t k = 0; k < t->nrow * t->ncol; k++)
+		free(t->cell[k]);
+	free(t->cell);
+	t->cell = NULL;
+	t->nrow = 0;
+}
+
+static const char *cmd_str(const cJSON *o, const char *key)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+
+	return cJSON_IsString(v) && v->valuestring ? v->valuestring : "";
+}
+
+static double cmd_num(const cJSON *o, const char *key)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+
+	return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+static void cmd_duration(char *buf, size_t n, double s)
+{
+	long t = s > 0 ? (long)s : 0;
+
+	if (t >= 86400)
+		snprintf(buf, n, "%ldd%02ldh%02ldm", t / 86400, t % 86400 / 3600, t % 3600 / 60);
+	else if (t >= 3600)
+		snprintf(buf, n, "%ldh%02ldm%02lds", t / 3600, t % 3600 / 60, t % 60);
+	else if (t >= 60)
+		snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
+	else
+		snprintf(buf, n, "%lds", t);
+}
+
+/* ---- install ---------------------------------------------------------- */
+
+static int cmd_install(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "python", required_argument, NULL, 'p' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "socket", required_argument, NULL, 'S' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *python = NULL, *spec;
+	char err[1024];
+	int ch, quiet = 0, rc;
+
+	while ((ch = cmd_getopt(argc, argv, ":qh", lo)) != -1) {
+		switch (ch) {
+		case 'p': python = optarg; break;
+		case 'q': quiet = 1; break;
+		case 'S': cmd_socket = optarg; break;
+		case 'h': fputs(cmd_usage_text, stdout); return CMD_OK;
+		default: return CMD_USAGE;
+		}
+	}
+	if (argc - optind != 1)
+		return cmd_usage_error("install", "needs exactly one SPEC");
+	spec = argv[optind];
+	rc = omni_install(spec, python, quiet, err, sizeof err);
+	if (rc < 0) {
+		int code = (rc == -EINVAL || rc == -ENOENT || rc == -E2BIG || rc == -ENAMETOOLONG)
+				   ? CMD_REFUSED : CMD_SYSFAIL;
+
+		return cmd_fail(code, "install %s: %s", spec, *err ? err : omni_strerror(rc));
+	}
+	if (!quiet)
+		printf("installed %s\n", spec);
+	return CMD_OK;
+}
+
+/* ---- exec ------------------------------------------------------------- */
+
+/* Reads all of f into a NUL-terminated malloc'd string (caller frees). */
+static char *cmd_slurp(FILE *f, const char *what)
+{
+	size_t len = 0, cap = 4096;
+	char *buf = malloc(cap), *nb;
+	size_t k;
+
+	if (!buf)
+		return NULL;
+	while ((k = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+		len += k;
+		if (len > CMD_CODE_MAX) {
+			cmd_fail(CMD_USAGE, "%s: more code than a request can carry (16 MiB)", what);
+			free(buf);
+			return NULL;
+		}
+		if (cap - len - 1 == 0) {
+			if (!(nb = realloc(buf, cap * 2))) {
+				free(buf);
+				return NULL;
+			}
+			buf = nb;
+			cap *= 2;
+		}
+	}
+	if (ferror(f)) {
+		cmd_fail(CMD_USAGE, "cannot read %s: %s", what, strerror(errno));
+		free(buf);
+		return NULL;
+	}
+	buf[len] = '\0';
+	if (strlen(buf) != len) {
+		cmd_fail(CMD_USAGE, "%s contains a NUL byte", what);
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
+static char *cmd_read_code(const char *file)
+{
+	FILE *f;
+	char *code;
+
+	if (strcmp(file, "-") == 0)
+		return cmd_slurp(stdin, "standard input");
+	if (!(f = fopen(file, "r"))) {
+		cmd_fail(CMD_USAGE, "cannot open %s: %s", file, strerror(errno));
+		return NULL;
+	}
+	code = cmd_slurp(f, file);
+	fclose(f);
+	return code;
+}
+
+/* Why a job failed or was refused, on stderr after its own output. */
+static void cmd_print_failure(const omni_reply *r)
+{
+	const char *tb = omni_reply_str(r, "traceback");
+	const char *err = omni_reply_str(r, "error");
+	const char *reason = omni_reply_str(r, "reason");
+	size_t n = strlen(tb);
+
+	if (cmd_exit_for(r) != CMD_JOBFAIL) {
+		fprintf(stderr, "omnipkg: %s\n", *err ? err : "the daemon refused the request");
+		return;
+	}
+	if (n) {
+		fputs(tb, stderr);
+		if (tb[n - 1] != '\n')
+			fputc('\n', stderr);
+	}
+	/* a traceback normally ends with the error already */
+	if (*err && !strstr(tb, err))
+		fprintf(stderr, "omnipkg: job failed (%s): %s\n", *reason ? reason : "?", err);
+	else if (!n && !*err)
+		fprintf(stderr, "omnipkg: job failed (%s)\n", *reason ? reason : "no reason given");
+}
+
+static int cmd_exec(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "spec", required_argument, NULL, 's' },
+		{ "python", required_argument, NULL, 'p' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "tag", required_argument, NULL, 'T' },
+		{ "once", no_argument, NULL, 'o' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "socket", required_argument, NULL, 'S' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	omni_exec_opts o = { 0 };
+	const char *inline_code = NULL;
+	char *code = NULL, *end;
+	omni_client *c = NULL;
+	omni_reply *r = NULL;
+	int ch, json = 0, rc, ret;
+
+	while ((ch = cmd_getopt(argc, argv, ":c:h", lo)) != -1) {
+		switch (ch) {
+		case 's': o.spec = optarg; break;
+		case 'p': o.python = optarg; break;
+		case 'T': o.tag = optarg; break;
+		case 'o': o.once = 1; break;
+		case 'j': json = 1; break;
+		case 'c': inline_code = optarg; break;
+		case 'S': cmd_socket = optarg; break;
+		case 'h': fputs(cmd_usage_text, stdout); return CMD_OK;
+		case 't':
+			errno = 0;
+			o.timeout = strtod(optarg, &end);
+			if (errno || end == optarg || *end || !isfinite(o.timeout) || o.timeout <= 0)
+				return cmd_usage_error("exec", "--timeout wants seconds > 0, not '%s'",
+						       optarg);
+			break;
+		default: return CMD_USAGE;
+		}
+	}
+	if (!o.spec)
+		return cmd_usage_error("exec", "--spec SPEC is required (\"base\": no bubble)");
+	if (argc - optind > 1 || (inline_code && argc - optind == 1))
+		return cmd_usage_error("exec", "give the code once: -c CODE, FILE or - for stdin");
+	if (!inline_code && argc - optind == 0)
+		return cmd_usage_error("exec", "no code: give -c CODE, FILE or - for stdin");
+	if (inline_code)
+		o.code = inline_code;
+	else if (!(o.code = code = cmd_read_code(argv[optind])))
+		return CMD_USAGE;
+
+	if ((ret = cmd_connect(&c, OMNI_CONNECT_AUTOSTART)) != CMD_OK)
+		goto out;
+	if ((rc = omni_exec(c, &o, &r)) < 0) {
+		ret = cmd_fail(CMD_SYSFAIL, "exec: %s", omni_strerror(rc));
+		goto out;
+	}
+	ret = cmd_exit_for(r);
+	if (json) {
+		puts(omni_reply_json(r));
+		goto out;
+	}
+	fputs(omni_reply_str(r, "stdout"), stdout);
+	fflush(stdout);
+	fputs(omni_reply_str(r, "stderr"), stderr);
+	if (omni_reply_num(r, "stdout_truncated"))
+		fputs("omnipkg: the job's stdout was cut at the daemon's output cap\n", stderr);
+	if (omni_reply_num(r, "stderr_truncated"))
+		fputs("omnipkg: the job's stderr was cut at the daemon's output cap\n", stderr);
+	if (!omni_reply_ok(r))
+		cmd_print_failure(r);
+out:
+	omni_reply_free(r);
+	omni_close(c);
+	free(code);
+	return ret;
+}
+
+/* ---- pythons, list, workers, status ------------------------------------ */
+
+/* Options of the commands that take only --json (and the globals). */
+static int cmd_json_only(int argc, char **argv, int *json)
+{
+	static const struct option lo[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "socket", required_argument, NULL, 'S' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int ch;
+
+	*json = 0;
+	while ((ch = cmd_getopt(argc, argv, ":h", lo)) != -1) {
+		switch (ch) {
+		case 'j': *json = 1; break;
+		case 'S': cmd_socket = optarg; break;
+		case 'h': fputs(cmd_usage_text, stdout); return -1;
+		default: return CMD_USAGE;
+		}
+	}
+	if (optind < argc)
+		return cmd_usage_error(argv[0], "unexpected argument '%s'", argv[optind]);
+	return CMD_OK;
+}
+
+/* Rank of an interpreter's source, as interp.h orders them. */
+static int cmd_source_rank(const cJSON *p)
+{
+	static const char *const names[] = { "config", "pyenv", "path", "explicit" };
+	const cJSON *s = cJSON_GetObjectItemCaseSensitive(p, "source");
+
+	if (cJSON_IsNumber(s))
+		return (int)s->valuedouble;
+	for (int i = 0; i < 4; i++)
+		if (cJSON_IsString(s) && strcmp(s->valuestring, names[i]) == 0)
+			return i;
+	return 4;
+}
+
+static const char *cmd_source_name(const cJSON *p, char *buf, size_t n)
+{
+	static const char *const names[] = { "config", "pyenv", "path", "explicit" };
+	const cJSON *s = cJSON_GetObjectItemCaseSensitive(p, "source");
+
+	if (cJSON_IsString(s))
+		return s->valuestring;
+	if (cJSON_IsNumber(s) && s->valuedouble >= 0 && s->valuedouble < 4)
+		return names[(int)s->valuedouble];
+	snprintf(buf, n, "?");
+	return buf;
+}
+
+/* Whether p is what its short name "X.Y" selects: the highest-precedence
+ * source of that minor version, and in it the highest micro (the first
+ * listed on a tie). */
+static int cmd_is_short_choice(const cJSON *list, const cJSON *p, int *maj, int *min)
+{
+	int a, b, m = 0, rank = cmd_source_rank(p), before = 1;
+	const cJSON *q;
+
+	if (sscanf(cmd_str(p, "version"), "%d.%d.%d", maj, min, &m) < 2)
+		return 0;
+	cJSON_ArrayForEach(q, list) {
+		int qm = 0, qrank = cmd_source_rank(q);
+
+		if (q == p) {
+			before = 0;
+			continue;
+		}
+		if (sscanf(cmd_str(q, "version"), "%d.%d.%d", &a, &b, &qm) < 2 ||
+		    a != *maj || b != *min)
+			continue;
+		if (qrank < rank || (qrank == rank && (qm > m || (qm == m && before))))
+			return 0;
+	}
+	return 1;
+}
+
+static int cmd_show_pythons(const cJSON *body)
+{
+	const cJSON *list = cJSON_GetObjectItemCaseSensitive(body, "pythons"), *p;
+	struct cmd_tab t = { .ncol = 6 };
+	static const char *const head[] = { "", "NAME (VERSION)", "SHORT", "TAG", "SOURCE", "PATH" };
+	int any = 0, anydef = 0;
+
+	if (!cJSON_IsArray(list) || cJSON_GetArraySize(list) == 0) {
+		puts("no Python interpreters found (add some under \"pythons\" in config.json)");
+		return CMD_OK;
+	}
+	cmd_tab_row(&t, head);
+	cJSON_ArrayForEach(p, list) {
+		char name[256], shortn[32] = "", src[8];
+		const char *cells[6];
+		int maj, min, def = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(p, "default"));
+
+		snprintf(name, sizeof name, "%s (%s)", *cmd_str(p, "name") ? cmd_str(p, "name") : "python",
+			 cmd_str(p, "version"));
+		if (cmd_is_short_choice(list, p, &maj, &min))
+			snprintf(shortn, sizeof shortn, "%d.%d", maj, min);
+		cells[0] = def ? "*" : "";
+		cells[1] = name;
+		cells[2] = shortn;
+		cells[3] = cmd_str(p, "tag");
+		cells[4] = cmd_source_name(p, src, sizeof src);
+		cells[5] = cmd_str(p, "path");
+		cmd_tab_row(&t, cells);
+		any = 1;
+		anydef |= def;
+	}
+	cmd_tab_print(&t);
+	if (any)
+		printf("\n%sSHORT: the interpreter that --python X.Y selects\n",
+		       anydef ? "*: the default (no --python); " : "");
+	return CMD_OK;
+}
+
+static int cmd_pythons(int argc, char **argv)
+{
+	int json, rc = cmd_json_only(argc, argv, &json);
+
+	return rc ? (rc < 0 ? CMD_OK : rc)
+		  : cmd_simple(OMNI_CONNECT_AUTOSTART, "pythons", json, cmd_show_pythons);
+}
+
+static int cmd_show_list(const cJSON *body)
+{
+	const cJSON *list = cJSON_GetObjectItemCaseSensitive(body, "bubbles"), *b;
+	static const char *const head[] = { "TAG", "NAME", "VERSION", "PATH" };
+	struct cmd_tab t = { .ncol = 4 };
+
+	if (!cJSON_IsArray(list) || cJSON_GetArraySize(list) == 0) {
+		puts("no bubbles (create one with `omnipkg install SPEC`)");
+		return CMD_OK;
+	}
+	cmd_tab_row(&t, head);
+	cJSON_ArrayForEach(b, list) {
+		const char *cells[4] = { cmd_str(b, "tag"), cmd_str(b, "name"), cmd_str(b, "version"),
+					 cmd_str(b, "path") };
+
+		cmd_tab_row(&t, cells);
+	}
+	cmd_tab_print(&t);
+	return CMD_OK;
+}
+
+static int cmd_list(int argc, char **argv)
+{
+	int json, rc = cmd_json_only(argc, argv, &json);
+
+	return rc ? (rc < 0 ? CMD_OK : rc)
+		  : cmd_simple(OMNI_CONNECT_AUTOSTART, "list", json, cmd_show_list);
+}
+
+static int cmd_show_workers(const cJSON *body)
+{
+	const cJSON *list = cJSON_GetObjectItemCaseSensitive(body, "workers"), *w;
+	static const char *const head[] = { "SPEC", "PYTHON", "PID", "STATE", "JOBS", "RSS", "IDLE" };
+	struct cmd_tab t = { .ncol = 7 };
+
+	if (!cJSON_IsArray(list) || cJSON_GetArraySize(list) == 0) {
+		puts("no workers");
+		return CMD_OK;
+	}
+	cmd_tab_row(&t, head);
+	cJSON_ArrayForEach(w, list) {
+		char spec[1100], pid[24], jobs[24], rss[32], idle[32];
+		const char *cells[7];
+
+		if (*cmd_str(w, "tag"))
+			snprintf(spec, sizeof spec, "%s [%s]", cmd_str(w, "spec"), cmd_str(w, "tag"));
+		else
+			snprintf(spec, sizeof spec, "%s", cmd_str(w, "spec"));
+		snprintf(pid, sizeof pid, "%.0f", cmd_num(w, "pid"));
+		snprintf(jobs, sizeof jobs, "%.0f", cmd_num(w, "jobs"));
+		snprintf(rss, sizeof rss, "%.1f MiB", cmd_num(w, "rss_kb") / 1024.0);
+		cmd_duration(idle, sizeof idle, cmd_num(w, "idle_s"));
+		cells[0] = spec;
+		cells[1] = cmd_str(w, "python");
+		cells[2] = pid;
+		cells[3] = cmd_str(w, "state");
+		cells[4] = jobs;
+		cells[5] = rss;
+		cells[6] = idle;
+		cmd_tab_row(&t, cells);
+	}
+	cmd_tab_print(&t);
+	return CMD_OK;
+}
+
+static int cmd_workers(int argc, char **argv)
+{
+	int json, rc = cmd_json_only(argc, argv, &json);
+
+	return rc ? (rc < 0 ? CMD_OK : rc)
+		  : cmd_simple(OMNI_CONNECT_AUTOSTART, "workers", json, cmd_show_workers);
+}
+
+static int cmd_show_status(const cJSON *body)
+{
+	char up[32];
+
+	cmd_duration(up, sizeof up, cmd_num(body, "uptime"));
+	printf("omnipkgd %s running, pid %.0f, up %s\n", cmd_str(body, "version"),
+	       cmd_num(body, "pid"), up);
+	printf("socket   %s\n", cmd_str(body, "socket"));
+	printf("workers  %.0f\n", cmd_num(body, "workers"));
+	printf("jobs     %.0f (%.0f failed)\n", cmd_num(body, "jobs"), cmd_num(body, "jobs_failed"));
+	return CMD_OK;
+}
+
+static int cmd_status(int argc, char **argv)
+{
+	int json, rc = cmd_json_only(argc, argv, &json);
+
+	return rc ? (rc < 0 ? CMD_OK : rc)
+		  : cmd_simple(OMNI_CONNECT_AUTOSTART, "status", json, cmd_show_status);
+}
+
+/* ---- daemon start|stop|status ------------------------------------------ */
+
+static const char *cmd_socket_path(char *buf, size_t n)
+{
+	if (cmd_socket)
+		return cmd_socket;
+	return omni_default_socket(buf, n) == 0 ? buf : NULL;
+}
+
+/* The pid a live daemon reports, or 0. */
+static double cmd_daemon_pid(omni_client *c)
+{
+	omni_reply *r = NULL;
+	double pid = 0;
+
+	if (omni_status(c, &r) == 0)
+		pid = omni_reply_num(r, "pid");
+	omni_reply_free(r);
+	return pid;
+}
+
+static int cmd_daemon_start(int argc, char **argv)
+{
+	omni_client *c = NULL;
+	char err[1024];
+	int rc, json;
+
+	if ((rc = cmd_json_only(argc, argv, &json)) != 0)
+		return rc < 0 ? CMD_OK : rc;
+	rc = omni_connect(&c, cmd_socket, 0);
+	if (rc == 0) {
+		printf("omnipkgd is already running (pid %.0f)\n", cmd_daemon_pid(c));
+		omni_close(c);
+		return CMD_OK;
+	}
+	if (rc != -ECONNREFUSED)
+		return cmd_fail(CMD_SYSFAIL, "%s", omni_strerror(rc));
+	if ((rc = omni_daemon_start(cmd_socket, err, sizeof err)) < 0)
+		return cmd_fail(CMD_SYSFAIL, "cannot start omnipkgd: %s",
+				*err ? err : omni_strerror(rc));
+	if ((rc = omni_connect(&c, cmd_socket, 0)) < 0)
+		return cmd_fail(CMD_SYSFAIL, "omnipkgd started but: %s", omni_strerror(rc));
+	printf("omnipkgd started (pid %.0f)\n", cmd_daemon_pid(c));
+	omni_close(c);
+	return CMD_OK;
+}
+
+static int cmd_daemon_stop(int argc, char **argv)
+{
+	char buf[4096];
+	const char *path = cmd_socket_path(buf, sizeof buf);
+	omni_client *c = NULL;
+	omni_reply *r = NULL;
+	struct timespec nap = { 0, 100 * 1000000L };
+	int rc, json;
+
+	if ((rc = cmd_json_only(argc, argv, &json)) != 0)
+		return rc < 0 ? CMD_OK : rc;
+	rc = omni_connect(&c, cmd_socket, 0);
+	if (rc == -ECONNREFUSED) {
+		puts("omnipkgd is not running");
+		return CMD_OK;
+	}
+	if (rc < 0)
+		return cmd_fail(CMD_SYSFAIL, "%s", omni_strerror(rc));
+	rc = omni_call(c, "shutdown", NULL, &r);
+	/* a daemon may hang up before its reply gets out */
+	if (rc < 0 && rc != -ECONNRESET) {
+		omni_close(c);
+		return cmd_fail(CMD_SYSFAIL, "shutdown: %s", omni_strerror(rc));
+	}
+	if (r && !omni_reply_ok(r)) {
+		rc = cmd_reply_failed(r);
+		omni_reply_free(r);
+		omni_close(c);
+		return rc;
+	}
+	omni_reply_free(r);
+	omni_close(c);
+	for (int waited = 0; waited < CMD_STOP_WAIT_MS; waited += 100) {
+		struct stat st;
+
+		if (path && stat(path, &st) < 0 && errno == ENOENT)
+			break;
+		/* a socket file nobody listens on is gone too */
+		if ((rc = omni_connect(&c, cmd_socket, 0)) == -ECONNREFUSED)
+			break;
+		omni_close(c);
+		c = NULL;
+		nanosleep(&nap, NULL);
+		if (waited + 100 >= CMD_STOP_WAIT_MS)
+			return cmd_fail(CMD_SYSFAIL, "omnipkgd did not stop within %d s",
+					CMD_STOP_WAIT_MS / 1000);
+	}
+	puts("omnipkgd stopped");
+	return CMD_OK;
+}
+
+static int cmd_daemon_status(int argc, char **argv)
+{
+	char buf[4096];
+	const char *path;
+	int json, rc = cmd_json_only(argc, argv, &json);
+	omni_client *c = NULL;
+
+	if (rc)
+		return rc < 0 ? CMD_OK : rc;
+	rc = omni_connect(&c, cmd_socket, 0);
+	if (rc < 0) {
+		path = cmd_socket_path(buf, sizeof buf);
+		if (rc == -ECONNREFUSED)
+			printf("omnipkgd is not running (socket %s)\n", path ? path : "?");
+		else
+			printf("omnipkgd is not reachable at %s: %s\n", path ? path : "?",
+			       omni_strerror(rc));
+		return CMD_SYSFAIL;
+	}
+	omni_close(c);
+	return cmd_simple(0, "status", json, cmd_show_status);
+}
+
+static int cmd_daemon(int argc, char **argv)
+{
+	static const struct cmd_entry sub[] = {
+		{ "start", cmd_daemon_start },
+		{ "stop", cmd_daemon_stop },
+		{ "status", cmd_daemon_status },
+	};
+
+	if (argc < 2)
+		return cmd_usage_error("daemon", "needs start, stop or status");
+	for (size_t i = 0; i < sizeof sub / sizeof sub[0]; i++)
+		if (strcmp(argv[1], sub[i].name) == 0)
+			return sub[i].run(argc - 1, argv + 1);
+	return cmd_usage_error("daemon", "unknown subcommand '%s' (start, stop or status)", argv[1]);
+}
+
+/* ---- help, dispatch --------------------------------------------------- */
+
+static int cmd_help(int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	fputs(cmd_usage_text, stdout);
+	return CMD_OK;
+}
+
+static const struct cmd_entry cmd_table[] = {
+	{ "install", cmd_install },
+	{ "exec", cmd_exec },
+	{ "pythons", cmd_pythons },
+	{ "list", cmd_list },
+	{ "workers", cmd_workers },
+	{ "status", cmd_status },
+	{ "daemon", cmd_daemon },
+	{ "help", cmd_help },
+};
+
+int main(int argc, char **argv)
+{
+	const char *env = getenv("OMNIPKG_SOCKET");
+	int i;
+
+	if (env && *env)
+		cmd_socket = env;
+	for (i = 1; i < argc && argv[i][0] == '-'; i++) {
+		if (strcmp(argv[i], "--socket") == 0) {
+			if (++i == argc)
+				return cmd_usage_error(NULL, "--socket needs a path");
+			cmd_socket = argv[i];
+		} else if (strncmp(argv[i], "--socket=", 9) == 0) {
+			cmd_socket = argv[i] + 9;
+		} else if (strcmp(argv[i], "--version") == 0) {
+			printf("omnipkg %s\n", omni_version());
+			return CMD_OK;
+		} else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+			fputs(cmd_usage_text, stdout);
+			return CMD_OK;
+		} else {
+			return cmd_usage_error(NULL, "unknown option %s", argv[i]);
+		}
+	}
+	if (i == argc) {
+		fputs(cmd_usage_text, stderr);
+		return CMD_USAGE;
+	}
+	if (cmd_socket && !*cmd_socket)
+		return cmd_usage_error(NULL, "--socket needs a path");
+	for (size_t k = 0; k < sizeof cmd_table / sizeof cmd_table[0]; k++) {
+		if (strcmp(argv[i], cmd_table[k].name) == 0) {
+			optind = 0;   /* getopt starts over on the command's own arguments */
+			return cmd_table[k].run(argc - i, argv + i);
+		}
+	}
+	return cmd_usage_error(NULL, "unknown command '%s'", argv[i]);
+}

@@ -1,0 +1,855 @@
+/*
+ * client.c - libomnipkg: the client side of the omnipkgd socket (omnipkg.h).
+ *
+ * A handle is one blocking Unix-socket connection.  Requests are framed by
+ * proto.c; replies are read whole (a frame's length is judged from its
+ * header before anything is buffered for it) and matched to requests by id.
+ * A reply that arrives while omni_call waits for another id is queued and
+ * handed out, in arrival order, by later omni_recv calls.  Once the byte
+ * stream can no longer be trusted (a bad frame, a lost connection, a write
+ * cut short) the handle keeps that error and returns it from then on.
+ *
+ * When nothing answers and the caller asked for it, omni_connect starts
+ * the daemon (`omnipkgd --daemon`, which exits 0 once its socket accepts)
+ * and connects again; never from inside a worker (OMNIPKG_DAEMON_CHILD=1).
+ */
+#include "omnipkg.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "bubble.h"
+#include "config.h"
+#include "interp.h"
+#include "paths.h"
+#include "proto.h"
+#include "spec.h"
+
+extern char **environ;
+
+#define CLIENT__RBUF_MIN (64u << 10)
+#define CLIENT__HELLO_MS 10000      /* a daemon that accepts but never says hello */
+#define CLIENT__START_MS 30000      /* `omnipkgd --daemon` until its socket accepts */
+#define CLIENT__REDIAL_MS 2000      /* dialling again after a start */
+#define CLIENT__OP_MAX 64
+
+struct omni_reply {
+	cJSON *obj;        /* owned: the whole reply object */
+	char *json;        /* owned: obj printed, made by the first omni_reply_json */
+	uint64_t id;
+	omni_reply *next;  /* link while queued in a client */
+};
+
+struct omni_client {
+	int fd;
+	int err;                   /* sticky -errno once the stream is unusable */
+	uint64_t next_id;          /* ids increase from 1; hello takes 1 */
+	char *rbuf;                /* owned: bytes received and not yet parsed */
+	size_t rlen, rcap;
+	omni_reply *qhead, *qtail; /* owned: replies kept for omni_recv */
+};
+
+static void client__seterr(char *err, size_t errlen, const char *fmt, const char *arg)
+{
+	if (err && errlen)
+		snprintf(err, errlen, fmt, arg);
+}
+
+static int64_t client__now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Milliseconds left until deadline for poll(); deadline < 0 means forever. */
+static int client__left_ms(int64_t deadline)
+{
+	int64_t left;
+
+	if (deadline < 0)
+		return -1;
+	left = deadline - client__now_ms();
+	if (left <= 0)
+		return 0;
+	return left > INT_MAX ? INT_MAX : (int)left;
+}
+
+static void client__sleep_ms(long ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/* Remembers the first fatal error of the stream; returns rc. */
+static int client__fail(omni_client *c, int rc)
+{
+	if (!c->err)
+		c->err = rc;
+	return rc;
+}
+
+/* ---- replies ---------------------------------------------------------- */
+
+static void client__reply_destroy(omni_reply *r)
+{
+	if (!r)
+		return;
+	cJSON_Delete(r->obj);
+	cJSON_free(r->json);
+	free(r);
+}
+
+/* Strict reply check: an object of our version with an integral id. */
+static int client__reply_parse(const char *payload, size_t plen, omni_reply **out)
+{
+	const char *end = NULL;
+	cJSON *obj, *v, *id;
+	omni_reply *r;
+
+	obj = cJSON_ParseWithLengthOpts(payload, plen, &end, 0);
+	if (!obj)
+		return -EBADMSG;
+	for (; end && end < payload + plen; end++)
+		if (*end != ' ' && *end != '\t' && *end != '\r' && *end != '\n')
+			goto bad;
+	if (!cJSON_IsObject(obj))
+		goto bad;
+	v = cJSON_GetObjectItemCaseSensitive(obj, "v");
+	if (!cJSON_IsNumber(v))
+		goto bad;
+	if (v->valuedouble != PROTO_VERSION) {
+		cJSON_Delete(obj);
+		return -EPROTONOSUPPORT;
+	}
+	id = cJSON_GetObjectItemCaseSensitive(obj, "id");
+	/* id 0 answers a request whose id could not be read */
+	if (!cJSON_IsNumber(id) || !(id->valuedouble >= 0) || id->valuedouble > PROTO_MAX_ID ||
+	    (double)(uint64_t)id->valuedouble != id->valuedouble)
+		goto bad;
+	if (!(r = calloc(1, sizeof *r))) {
+		cJSON_Delete(obj);
+		return -ENOMEM;
+	}
+	r->obj = obj;
+	r->id = (uint64_t)id->valuedouble;
+	*out = r;
+	return 0;
+bad:
+	cJSON_Delete(obj);
+	return -EBADMSG;
+}
+
+static void client__queue_push(omni_client *c, omni_reply *r)
+{
+	r->next = NULL;
+	if (c->qtail)
+		c->qtail->next = r;
+	else
+		c->qhead = r;
+	c->qtail = r;
+}
+
+static omni_reply *client__queue_pop(omni_client *c)
+{
+	omni_reply *r = c->qhead;
+
+	if (r) {
+		c->qhead = r->next;
+		if (!c->qhead)
+			c->qtail = NULL;
+		r->next = NULL;
+	}
+	return r;
+}
+
+/* ---- socket I/O ------------------------------------------------------- */
+
+static int client__write_all(omni_client *c, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t k = send(c->fd, p, n, MSG_NOSIGNAL);
+
+		if (k < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				struct pollfd pfd = { .fd = c->fd, .events = POLLOUT };
+
+				if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
+					return client__fail(c, -errno);
+				continue;
+			}
+			return client__fail(c, errno == EPIPE ? -ECONNRESET : -errno);
+		}
+		p += k;
+		n -= (size_t)k;
+	}
+	return 0;
+}
+
+/* Frames msg (borrowed) and sends it whole. */
+static int client__send_msg(omni_client *c, const cJSON *msg)
+{
+	size_t len = 0;
+	char *frame;
+	int rc;
+
+	/* proto_encode says NULL for both; the size limit is the likely one */
+	if (!(frame = proto_encode(msg, &len)))
+		return -EMSGSIZE;
+	rc = client__write_all(c, frame, len);
+	free(frame);
+	return rc;
+}
+
+/* Reads more bytes into rbuf, waiting until deadline. */
+static int client__fill(omni_client *c, int64_t deadline)
+{
+	size_t want = CLIENT__RBUF_MIN;
+	struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
+	ssize_t k;
+	int n;
+
+	if (c->rlen >= PROTO_HDR) {
+		const unsigned char *h = (const unsigned char *)c->rbuf;
+		size_t need = PROTO_HDR + ((size_t)h[0] << 24 | (size_t)h[1] << 16 |
+					   (size_t)h[2] << 8 | h[3]);
+
+		if (need > want)
+			want = need;   /* already judged <= PROTO_MAX_FRAME by the parser */
+	}
+	if (c->rcap - c->rlen < 4096 || c->rcap < want) {
+		size_t cap = c->rcap ? c->rcap : CLIENT__RBUF_MIN;
+		char *nb;
+
+		while (cap < want || cap - c->rlen < 4096)
+			cap *= 2;
+		if (!(nb = realloc(c->rbuf, cap)))
+			return -ENOMEM;
+		c->rbuf = nb;
+		c->rcap = cap;
+	}
+	for (;;) {
+		n = poll(&pfd, 1, client__left_ms(deadline));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return client__fail(c, -errno);
+		}
+		if (n == 0)
+			return -ETIMEDOUT;
+		k = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
+		if (k < 0) {
+			if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
+				continue;
+			return client__fail(c, errno == EPIPE ? -ECONNRESET : -errno);
+		}
+		if (k == 0)   /* the daemon went away, between frames or inside one */
+			return client__fail(c, -ECONNRESET);
+		c->rlen += (size_t)k;
+		return 0;
+	}
+}
+
+/* Reads the next reply off the socket (not the queue). */
+static int client__read_reply(omni_client *c, int64_t deadline, omni_reply **out)
+{
+	const char *payload = NULL;
+	size_t plen = 0;
+	long n;
+	int rc;
+
+	if (c->err)
+		return c->err;
+	for (;;) {
+		n = proto_frame_parse(c->rbuf, c->rlen, &payload, &plen);
+		if (n < 0)
+			return client__fail(c, (int)n);
+		if (n > 0)
+			break;
+		if ((rc = client__fill(c, deadline)) < 0)
+			return rc;
+	}
+	rc = client__reply_parse(payload, plen, out);
+	memmove(c->rbuf, c->rbuf + n, c->rlen - (size_t)n);
+	c->rlen -= (size_t)n;
+	if (c->rcap > 4 * CLIENT__RBUF_MIN && c->rlen < CLIENT__RBUF_MIN) {
+		/* give back what one big reply needed */
+		char *nb = realloc(c->rbuf, CLIENT__RBUF_MIN);
+
+		if (nb) {
+			c->rbuf = nb;
+			c->rcap = CLIENT__RBUF_MIN;
+		}
+	}
+	return rc < 0 && rc != -ENOMEM ? client__fail(c, rc) : rc;
+}
+
+/* Waits for the reply to id; others read meanwhile are queued. */
+static int client__wait_id(omni_client *c, uint64_t id, int64_t deadline, omni_reply **out)
+{
+	omni_reply *r;
+	int rc;
+
+	for (;;) {
+		if ((rc = client__read_reply(c, deadline, &r)) < 0)
+			return rc;
+		if (r->id == id) {
+			*out = r;
+			return 0;
+		}
+		client__queue_push(c, r);
+	}
+}
+
+/* Adds v, id and op to msg (borrowed) and sends it. */
+static int client__send_op(omni_client *c, cJSON *msg, const char *op, uint64_t *id_out)
+{
+	uint64_t id;
+	int rc;
+
+	if (c->err)
+		return c->err;
+	if ((double)c->next_id > PROTO_MAX_ID)
+		return -EOVERFLOW;
+	id = c->next_id;
+	cJSON_DeleteItemFromObjectCaseSensitive(msg, "v");
+	cJSON_DeleteItemFromObjectCaseSensitive(msg, "id");
+	cJSON_DeleteItemFromObjectCaseSensitive(msg, "op");
+	if (!cJSON_AddNumberToObject(msg, "v", PROTO_VERSION) ||
+	    !cJSON_AddNumberToObject(msg, "id", (double)id) ||
+	    !cJSON_AddStringToObject(msg, "op", op))
+		return -ENOMEM;
+	if ((rc = client__send_msg(c, msg)) < 0)
+		return rc;
+	c->next_id++;
+	if (id_out)
+		*id_out = id;
+	return 0;
+}
+
+static int client__call(omni_client *c, const char *op, const char *args_json,
+			int64_t deadline, omni_reply **out)
+{
+	uint64_t id;
+	int rc;
+
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	if ((rc = omni_send(c, op, args_json, &id)) < 0)
+		return rc;
+	return client__wait_id(c, id, deadline, out);
+}
+
+/* ---- connecting and starting the daemon ------------------------------- */
+
+static int client__in_worker(void)
+{
+	const char *v = getenv("OMNIPKG_DAEMON_CHILD");
+
+	return v && strcmp(v, "1") == 0;
+}
+
+static int client__dial(const char *path, int *fd_out)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd, rc;
+
+	if (strlen(path) >= sizeof sa.sun_path)
+		return -ENAMETOOLONG;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+		rc = -errno;
+		close(fd);
+		/* no socket file and a dead one mean the same to a caller */
+		return rc == -ENOENT ? -ECONNREFUSED : rc;
+	}
+	*fd_out = fd;
+	return 0;
+}
+
+static int client__executable(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
+}
+
+static int client__join(char *buf, size_t n, const char *dir, size_t dlen, const char *name)
+{
+	int k = snprintf(buf, n, "%.*s/%s", (int)dlen, dir, name);
+
+	return k >= 0 && (size_t)k < n;
+}
+
+/* The daemon binary; see omni_daemon_start in omnipkg.h for the order. */
+static int client__find_daemon(char *buf, size_t n)
+{
+	const char *env = getenv("OMNIPKGD");
+	char self[PATH_MAX];
+	ssize_t k;
+
+	if (env && *env) {
+		if (strlen(env) >= n)
+			return -ENAMETOOLONG;
+		memcpy(buf, env, strlen(env) + 1);
+		return 0;
+	}
+	k = readlink("/proc/self/exe", self, sizeof self - 1);
+	if (k > 0) {
+		char *slash;
+
+		self[k] = '\0';
+		if ((slash = strrchr(self, '/')) &&
+		    client__join(buf, n, self, (size_t)(slash - self), "omnipkgd") &&
+		    client__executable(buf))
+			return 0;
+	}
+#ifdef OMNI_BUILD_BINDIR
+	if (client__join(buf, n, OMNI_BUILD_BINDIR, strlen(OMNI_BUILD_BINDIR), "omnipkgd") &&
+	    client__executable(buf))
+		return 0;
+#endif
+#ifdef OMNI_BINDIR
+	if (client__join(buf, n, OMNI_BINDIR, strlen(OMNI_BINDIR), "omnipkgd") &&
+	    client__executable(buf))
+		return 0;
+#endif
+	for (const char *p = getenv("PATH"); p && *p;) {
+		const char *e = strchr(p, ':');
+		size_t len = e ? (size_t)(e - p) : strlen(p);
+
+		if (len && client__join(buf, n, p, len, "omnipkgd") && client__executable(buf))
+			return 0;
+		p = e ? e + 1 : NULL;
+	}
+	return -ENOENT;
+}
+
+/* Runs `bin --daemon` and waits, bounded, for it to exit. */
+static int client__run_daemon(const char *bin, char *err, size_t errlen)
+{
+	char *argv[] = { (char *)bin, "--daemon", NULL };
+	int64_t deadline = client__now_ms() + CLIENT__START_MS;
+	int devnull, status = 0, rc = 0;
+	sigset_t none;
+	pid_t pid, w;
+
+	sigemptyset(&none);
+	devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	pid = fork();
+	if (pid == 0) {
+		/* the daemon's own errors still reach stderr */
+		if (devnull >= 0) {
+			dup2(devnull, STDIN_FILENO);
+			dup2(devnull, STDOUT_FILENO);
+		}
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		execve(bin, argv, environ);
+		_exit(127);
+	}
+	if (devnull >= 0)
+		close(devnull);
+	if (pid < 0) {
+		rc = -errno;
+		client__seterr(err, errlen, "cannot fork to start %s", bin);
+		return rc;
+	}
+	while ((w = waitpid(pid, &status, WNOHANG)) == 0 || (w < 0 && errno == EINTR)) {
+		if (client__now_ms() >= deadline) {
+			kill(pid, SIGTERM);
+			while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+				;
+			client__seterr(err, errlen, "%s --daemon did not get ready in time", bin);
+			return -ETIMEDOUT;
+		}
+		client__sleep_ms(10);
+	}
+	if (w < 0)   /* SIGCHLD ignored by the caller: the status is lost */
+		return 0;
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return 0;
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
+		client__seterr(err, errlen, "cannot execute %s", bin);
+	else if (WIFEXITED(status))
+		client__seterr(err, errlen, "%s --daemon failed (see its messages above)", bin);
+	else
+		client__seterr(err, errlen, "%s --daemon was killed by a signal", bin);
+	return -EIO;
+}
+
+/* Starts the daemon for socket_path (NULL: default) and hands back the
+ * first connection to it in *fd_out (caller closes). */
+static int client__start(const char *socket_path, char *err, size_t errlen, int *fd_out)
+{
+	char bin[PATH_MAX], def[PATH_MAX];
+	int64_t deadline;
+	int rc;
+
+	client__seterr(err, errlen, "%s", "");
+	if (client__in_worker()) {
+		client__seterr(err, errlen, "%s", "not starting omnipkgd from inside a worker");
+		return -EPERM;
+	}
+	if ((rc = omni_default_socket(def, sizeof def)) < 0) {
+		client__seterr(err, errlen, "%s", "cannot work out the default socket path");
+		return rc;
+	}
+	/* the daemon listens where paths.h says, nowhere else */
+	if (socket_path && strcmp(socket_path, def) != 0) {
+		client__seterr(err, errlen, "omnipkgd listens on %s only (choose its directory "
+			       "with $OMNIPKG_RUNTIME_DIR)", def);
+		return -EINVAL;
+	}
+	socket_path = def;
+	if ((rc = client__find_daemon(bin, sizeof bin)) < 0) {
+		client__seterr(err, errlen, "%s",
+			       "omnipkgd not found: set $OMNIPKGD or put omnipkgd on PATH");
+		return rc;
+	}
+	rc = client__run_daemon(bin, err, errlen);
+	/* a daemon started beside ours at the same moment also counts */
+	deadline = client__now_ms() + CLIENT__REDIAL_MS;
+	for (;;) {
+		int d = client__dial(socket_path, fd_out);
+
+		if (d == 0) {
+			client__seterr(err, errlen, "%s", "");
+			return 0;
+		}
+		if (rc < 0)
+			return rc;
+		if (client__now_ms() >= deadline) {
+			client__seterr(err, errlen, "%s --daemon succeeded but its socket does not answer",
+				       bin);
+			return d;
+		}
+		client__sleep_ms(20);
+	}
+}
+
+int omni_daemon_start(const char *socket_path, char *err, size_t errlen)
+{
+	int fd = -1, rc = client__start(socket_path, err, errlen, &fd);
+
+	if (rc == 0)
+		close(fd);
+	return rc;
+}
+
+static int client__hello(omni_client *c)
+{
+	omni_reply *r = NULL;
+	cJSON *proto;
+	int rc;
+
+	rc = client__call(c, "hello", NULL, client__now_ms() + CLIENT__HELLO_MS, &r);
+	if (rc < 0)
+		return rc;
+	proto = cJSON_GetObjectItemCaseSensitive(r->obj, "proto");
+	if (omni_reply_ok(r) && cJSON_IsNumber(proto) && proto->valuedouble == PROTO_VERSION)
+		rc = 0;
+	else if (!omni_reply_ok(r) && omni_reply_num(r, "errno") > 0 &&
+		 omni_reply_num(r, "errno") != EPROTONOSUPPORT)
+		rc = -(int)omni_reply_num(r, "errno");
+	else
+		rc = -EPROTONOSUPPORT;
+	omni_reply_free(r);
+	return rc;
+}
+
+int omni_default_socket(char *buf, size_t n)
+{
+	if (!buf || !n)
+		return -EINVAL;
+	return paths_socket(buf, n);
+}
+
+int omni_connect(omni_client **out, const char *socket_path, int flags)
+{
+	char def[PATH_MAX];
+	omni_client *c;
+	int fd = -1, rc;
+
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	if (!socket_path) {
+		if ((rc = omni_default_socket(def, sizeof def)) < 0)
+			return rc;
+		socket_path = def;
+	}
+	rc = client__dial(socket_path, &fd);
+	if (rc == -ECONNREFUSED && (flags & OMNI_CONNECT_AUTOSTART) && !client__in_worker()) {
+		/* why the start failed is for `omnipkg daemon start` to tell */
+		if (client__start(socket_path, NULL, 0, &fd) < 0)
+			return -ECONNREFUSED;
+		rc = 0;
+	}
+	if (rc < 0)
+		return rc;
+	if (!(c = calloc(1, sizeof *c))) {
+		close(fd);
+		return -ENOMEM;
+	}
+	c->fd = fd;
+	c->next_id = 1;
+	if ((rc = client__hello(c)) < 0) {
+		omni_close(c);
+		return rc;
+	}
+	*out = c;
+	return 0;
+}
+
+void omni_close(omni_client *c)
+{
+	omni_reply *r;
+
+	if (!c)
+		return;
+	while ((r = client__queue_pop(c)))
+		client__reply_destroy(r);
+	if (c->fd >= 0)
+		close(c->fd);
+	free(c->rbuf);
+	free(c);
+}
+
+int omni_fd(const omni_client *c)
+{
+	return c ? c->fd : -EINVAL;
+}
+
+/* ---- requests --------------------------------------------------------- */
+
+int omni_send(omni_client *c, const char *op, const char *args_json, uint64_t *id_out)
+{
+	cJSON *msg;
+	int rc;
+
+	if (!c || !op || !*op || strlen(op) > CLIENT__OP_MAX)
+		return -EINVAL;
+	if (args_json) {
+		msg = cJSON_Parse(args_json);
+		if (!msg)
+			return -EINVAL;
+		if (!cJSON_IsObject(msg)) {
+			cJSON_Delete(msg);
+			return -EINVAL;
+		}
+	} else if (!(msg = cJSON_CreateObject())) {
+		return -ENOMEM;
+	}
+	rc = client__send_op(c, msg, op, id_out);
+	cJSON_Delete(msg);
+	return rc;
+}
+
+int omni_exec_send(omni_client *c, const omni_exec_opts *o, uint64_t *id_out)
+{
+	cJSON *msg;
+	int rc = -ENOMEM;
+
+	if (!c || !o || !o->spec || !o->code)
+		return -EINVAL;
+	if (!(msg = cJSON_CreateObject()))
+		return -ENOMEM;
+	if (!cJSON_AddStringToObject(msg, "spec", o->spec) ||
+	    !cJSON_AddStringToObject(msg, "code", o->code))
+		goto out;
+	if (o->python && *o->python && !cJSON_AddStringToObject(msg, "python", o->python))
+		goto out;
+	if (o->timeout > 0 && !cJSON_AddNumberToObject(msg, "timeout", o->timeout))
+		goto out;
+	if (o->tag && *o->tag && !cJSON_AddStringToObject(msg, "tag", o->tag))
+		goto out;
+	if (o->once && !cJSON_AddTrueToObject(msg, "once"))
+		goto out;
+	rc = client__send_op(c, msg, "exec", id_out);
+out:
+	cJSON_Delete(msg);
+	return rc;
+}
+
+int omni_exec(omni_client *c, const omni_exec_opts *o, omni_reply **out)
+{
+	uint64_t id;
+	int rc;
+
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	if ((rc = omni_exec_send(c, o, &id)) < 0)
+		return rc;
+	return client__wait_id(c, id, -1, out);
+}
+
+int omni_recv(omni_client *c, omni_reply **out, int timeout_ms)
+{
+	if (!c || !out)
+		return -EINVAL;
+	*out = client__queue_pop(c);
+	if (*out)
+		return 0;
+	return client__read_reply(c, timeout_ms < 0 ? -1 : client__now_ms() + timeout_ms, out);
+}
+
+int omni_call(omni_client *c, const char *op, const char *args_json, omni_reply **out)
+{
+	return client__call(c, op, args_json, -1, out);
+}
+
+int omni_status(omni_client *c, omni_reply **out)
+{
+	return omni_call(c, "status", NULL, out);
+}
+
+/* ---- reply accessors -------------------------------------------------- */
+
+uint64_t omni_reply_id(const omni_reply *r)
+{
+	return r ? r->id : 0;
+}
+
+int omni_reply_ok(const omni_reply *r)
+{
+	return r && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r->obj, "ok"));
+}
+
+const char *omni_reply_str(const omni_reply *r, const char *key)
+{
+	const cJSON *v;
+
+	if (!r || !key)
+		return "";
+	v = cJSON_GetObjectItemCaseSensitive(r->obj, key);
+	return cJSON_IsString(v) && v->valuestring ? v->valuestring : "";
+}
+
+double omni_reply_num(const omni_reply *r, const char *key)
+{
+	const cJSON *v;
+
+	if (!r || !key)
+		return 0;
+	v = cJSON_GetObjectItemCaseSensitive(r->obj, key);
+	if (cJSON_IsNumber(v))
+		return v->valuedouble;
+	return cJSON_IsTrue(v) ? 1 : 0;
+}
+
+const char *omni_reply_json(const omni_reply *r)
+{
+	omni_reply *m = (omni_reply *)r;   /* the cache is not part of the value */
+
+	if (!r)
+		return "";
+	if (!m->json)
+		m->json = cJSON_PrintUnformatted(m->obj);
+	return m->json ? m->json : "";
+}
+
+void omni_reply_free(omni_reply *r)
+{
+	client__reply_destroy(r);
+}
+
+/* ---- install, errors, version ----------------------------------------- */
+
+int omni_install(const char *spec, const char *python, int quiet, char *err, size_t errlen)
+{
+	char local[512], home[PATH_MAX];
+	struct interp_set set = { 0 };
+	struct config *cfg = NULL;
+	struct spec *s = NULL;
+	struct interp py;
+	int rc;
+
+	if (!err || !errlen) {
+		err = local;
+		errlen = sizeof local;
+	}
+	err[0] = '\0';
+	if (!spec) {
+		client__seterr(err, errlen, "%s", "no spec given");
+		return -EINVAL;
+	}
+	/* both are large (config: PATH_MAX per interpreter and prewarm entry) */
+	cfg = calloc(1, sizeof *cfg);
+	s = calloc(1, sizeof *s);
+	if (!cfg || !s) {
+		rc = -ENOMEM;
+		client__seterr(err, errlen, "%s", "out of memory");
+		goto out;
+	}
+	if ((rc = spec_parse(spec, strlen(spec), s, err, errlen)) < 0)
+		goto out;
+	config_defaults(cfg);
+	if ((rc = config_load(cfg, NULL, err, errlen)) < 0)
+		goto out;
+	if ((rc = config_discover_pythons(cfg, &set)) < 0) {
+		client__seterr(err, errlen, "cannot discover Python interpreters: %s",
+			       strerror(-rc));
+		goto out;
+	}
+	if ((rc = interp_resolve(&set, python, &py, err, errlen)) < 0)
+		goto out;
+	if ((rc = paths_home(home, sizeof home)) < 0) {
+		client__seterr(err, errlen, "cannot work out the omnipkg home: %s", strerror(-rc));
+		goto out;
+	}
+	rc = bubble_install(home, &py, s, quiet, err, errlen);
+out:
+	interp_set_free(&set);
+	free(s);
+	free(cfg);
+	return rc;
+}
+
+const char *omni_strerror(int err)
+{
+	switch (err) {
+	case 0:
+		return "success";
+	case -EPROTONOSUPPORT:
+		return "daemon speaks another protocol version";
+	case -ECONNREFUSED:
+		return "omnipkgd is not running (start it with `omnipkg daemon start`)";
+	case -ECONNRESET:
+		return "omnipkgd closed the connection";
+	case -EMSGSIZE:
+		return "message over the protocol's frame size limit (16 MiB)";
+	case -EBADMSG:
+		return "malformed message on the omnipkgd socket";
+	case -ETIMEDOUT:
+		return "timed out";
+	}
+	return strerror(err < 0 ? -err : err);
+}
+
+const char *omni_version(void)
+{
+	return OMNI_VERSION;
+}

@@ -1,0 +1,449 @@
+"""DaemonClient: the Python client of omnipkgd (stdlib only, Python 3.8+).
+
+It speaks the protocol of src/proto.h on the daemon's Unix socket: frames of
+a 4-byte big-endian length and a UTF-8 JSON object; requests
+{"v":1, "id":n, "op":...}, replies {"v":1, "id":n, "ok":bool, ...} matched
+by id, in any order.  One persistent connection per client, shared by
+threads: each call sends under a lock, and whichever waiting thread is free
+reads the socket and hands every reply to the thread whose id it carries.
+
+Method names and reply fields follow omnipkg 3.4.1's DaemonClient, so code
+written for it keeps working:
+
+    reply = DaemonClient().execute("numpy==1.26.4", "import numpy; result = {'v': numpy.__version__}")
+    reply["success"], reply["stdout"], reply["v"], reply["result"]
+
+A failed job, a bad spec or a missing bubble is a reply with success False
+and "error"; only not reaching the daemon raises (ConnectionError subclasses).
+"""
+
+import json
+import os
+import select
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+PROTO_VERSION = 1
+MAX_FRAME = 16 << 20            # PROTO_MAX_FRAME in proto.h
+MAX_ID = 1 << 53
+START_TIMEOUT = 30.0            # `omnipkgd --daemon` until its socket accepts
+REDIAL_TIMEOUT = 2.0            # dialling again after a start
+HELLO_TIMEOUT = 10.0            # a daemon that accepts but never says hello
+CALL_GRACE = 10.0               # waited beyond a job's own timeout
+SHM_UNAVAILABLE = "shared-memory transfer is not available yet"
+
+_HDR = struct.Struct(">I")
+# Fields of an exec reply; keys of a dict `result` are merged beside them
+# (as omnipkg does) but never replace one of them.
+_REPLY_FIELDS = frozenset((
+    "v", "id", "ok", "success", "stdout", "stderr", "stdout_truncated",
+    "stderr_truncated", "stdout_bytes", "stderr_bytes", "result", "error",
+    "errno", "traceback", "reason", "duration", "worker_pid", "spec", "python",
+))
+
+
+class DaemonConnectionError(ConnectionError):
+    """The daemon could not be reached, or the connection broke."""
+
+
+class DaemonNotRunning(DaemonConnectionError):
+    """Nothing answers on the socket and the daemon was not started."""
+
+
+class DaemonStartError(DaemonConnectionError):
+    """Starting omnipkgd failed."""
+
+
+class DaemonProtocolError(DaemonConnectionError):
+    """The peer sent something that is not a protocol-1 frame."""
+
+
+class DaemonTimeout(DaemonConnectionError, TimeoutError):
+    """No reply within the client's timeout."""
+
+
+def default_socket_path():
+    """$OMNIPKG_RUNTIME_DIR/omnipkgd.sock, else $XDG_RUNTIME_DIR/omnipkg/
+    omnipkgd.sock, else /tmp/omnipkg-<uid>/omnipkgd.sock (as the daemon)."""
+    rt = os.environ.get("OMNIPKG_RUNTIME_DIR")
+    if not rt:
+        xdg = os.environ.get("XDG_RUNTIME_DIR")
+        rt = os.path.join(xdg, "omnipkg") if xdg else "/tmp/omnipkg-%d" % os.getuid()
+    return os.path.join(rt, "omnipkgd.sock")
+
+
+def in_worker():
+    return os.environ.get("OMNIPKG_DAEMON_CHILD") == "1"
+
+
+def find_daemon():
+    """The omnipkgd binary: $OMNIPKGD, else omnipkgd on PATH; None if absent."""
+    env = os.environ.get("OMNIPKGD")
+    if env:
+        return env
+    return shutil.which("omnipkgd")
+
+
+def start_daemon(socket_path=None):
+    """Runs `omnipkgd --daemon` (it returns once its socket accepts), then
+    waits briefly until socket_path answers.  A non-default socket path is
+    passed to the daemon as $OMNIPKG_SOCKET.  Raises DaemonStartError."""
+    if in_worker():
+        raise DaemonStartError("not starting omnipkgd from inside a worker "
+                               "(OMNIPKG_DAEMON_CHILD=1)")
+    default = default_socket_path()
+    path = socket_path or default
+    binary = find_daemon()
+    if not binary:
+        raise DaemonStartError("omnipkgd not found: set $OMNIPKGD or put omnipkgd on PATH")
+    env = dict(os.environ)
+    if path != default:
+        env["OMNIPKG_SOCKET"] = path
+    try:
+        # The daemon's own error messages still reach our stderr.
+        r = subprocess.run([binary, "--daemon"], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, env=env, timeout=START_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise DaemonStartError("%s --daemon did not get ready within %gs"
+                               % (binary, START_TIMEOUT)) from None
+    except OSError as e:
+        raise DaemonStartError("cannot execute %s: %s" % (binary, e)) from None
+    failed = r.returncode != 0
+    # A daemon started beside ours at the same moment also counts.
+    deadline = time.monotonic() + REDIAL_TIMEOUT
+    while True:
+        try:
+            _dial(path, 1.0).close()
+            return
+        except OSError:
+            pass
+        if failed:
+            raise DaemonStartError("%s --daemon failed with status %d (see its messages above)"
+                                   % (binary, r.returncode))
+        if time.monotonic() >= deadline:
+            raise DaemonStartError("%s --daemon succeeded but %s does not answer"
+                                   % (binary, path))
+        time.sleep(0.02)
+
+
+def _dial(path, timeout):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(timeout)
+        s.connect(path)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def _encode(obj):
+    body = json.dumps(obj, ensure_ascii=False, allow_nan=False,
+                      separators=(",", ":")).encode("utf-8")
+    if len(body) > MAX_FRAME:
+        raise ValueError("request of %d bytes exceeds the %d-byte frame limit"
+                         % (len(body), MAX_FRAME))
+    return _HDR.pack(len(body)) + body
+
+
+class DaemonClient:
+    """A connection to omnipkgd.  Thread-safe; one socket, opened on first
+    use and opened again after a failure.
+
+    socket_path: None for the default (see default_socket_path).
+    timeout:     seconds to wait for a reply (a call's own `timeout`, sent to
+                 the daemon as the job's limit, extends it when longer).
+    auto_start:  start omnipkgd when nothing answers; never done inside a
+                 worker (OMNIPKG_DAEMON_CHILD=1), where this is an error.
+    """
+
+    def __init__(self, socket_path=None, timeout=300.0, auto_start=True):
+        self.socket_path = socket_path or default_socket_path()
+        self.timeout = timeout
+        self.auto_start = auto_start
+        self._sock = None
+        self._gen = 0                  # bumped at each (re)connection
+        self._conn_lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._cv = threading.Condition()
+        self._next_id = 0
+        self._pending = {}             # id -> connection generation it was
+                                       # sent on (0: not yet), for waiting callers
+        self._replies = {}             # id -> reply, or an exception to raise
+        self._reading = False          # one thread reads the socket at a time
+        self._rbuf = bytearray()       # bytes of a frame not yet complete
+
+    # ------------------------------------------------------------ connection
+
+    def _connect(self):
+        """The open socket and its generation, connecting (and starting the
+        daemon) when needed."""
+        with self._conn_lock:
+            if self._sock is not None:
+                return self._sock, self._gen
+            try:
+                s = _dial(self.socket_path, HELLO_TIMEOUT)
+            except OSError as e:
+                if not self.auto_start:
+                    raise DaemonNotRunning("omnipkgd is not answering at %s (%s); start it with "
+                                           "`omnipkg daemon start`" % (self.socket_path, e)) from None
+                if in_worker():
+                    raise DaemonNotRunning(
+                        "omnipkgd is not answering at %s (%s), and code running inside an "
+                        "omnipkg worker (OMNIPKG_DAEMON_CHILD=1) never starts one"
+                        % (self.socket_path, e)) from None
+                start_daemon(self.socket_path)
+                try:
+                    s = _dial(self.socket_path, HELLO_TIMEOUT)
+                except OSError as e2:
+                    raise DaemonNotRunning("omnipkgd started but %s does not answer: %s"
+                                           % (self.socket_path, e2)) from None
+            s.settimeout(None)
+            self._sock = s
+            self._rbuf = bytearray()
+            self._gen += 1
+            gen = self._gen
+        try:
+            hello = self._call({"op": "hello"}, HELLO_TIMEOUT)
+        except DaemonConnectionError:
+            self._drop(gen)
+            raise
+        if not hello.get("ok") or hello.get("proto") != PROTO_VERSION:
+            self._drop(gen)
+            raise DaemonProtocolError("the daemon at %s speaks protocol %r, not %d: %s"
+                                      % (self.socket_path, hello.get("proto"), PROTO_VERSION,
+                                         hello.get("error", "")))
+        return s, gen
+
+    def _drop(self, gen, exc=None):
+        """Closes connection generation gen; callers still waiting on it get exc."""
+        with self._conn_lock:
+            if self._gen != gen or self._sock is None:
+                return
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+            self._sock = None
+        with self._cv:
+            if exc is not None:
+                for rid, g in self._pending.items():
+                    if g == gen:
+                        self._replies.setdefault(rid, exc)
+            self._cv.notify_all()
+
+    def close(self):
+        """Closes the connection; the next call opens a new one."""
+        self._drop(self._gen, DaemonConnectionError("the client was closed"))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------------ requests
+
+    def call(self, op, wait=None, **args):
+        """Sends one request {"op": op, **args} and returns the daemon's raw
+        reply dict, waiting at most `wait` seconds (None: the client's
+        timeout).  Arguments whose value is None are left out."""
+        msg = {k: v for k, v in args.items() if v is not None}
+        msg["op"] = op
+        return self._call(msg, self.timeout if wait is None else wait)
+
+    def _call(self, msg, wait):
+        with self._cv:
+            self._next_id = self._next_id % MAX_ID + 1
+            rid = self._next_id
+            self._pending[rid] = 0
+        try:
+            self._send(rid, dict(msg, v=PROTO_VERSION, id=rid))
+            return self._wait(rid, wait)
+        finally:
+            with self._cv:
+                self._pending.pop(rid, None)
+                self._replies.pop(rid, None)
+
+    def _send(self, rid, msg):
+        data = _encode(msg)
+        for attempt in (0, 1):
+            s, gen = self._current()
+            if s is None:
+                s, gen = self._connect()
+            try:
+                with self._send_lock:
+                    with self._cv:
+                        self._pending[rid] = gen
+                    s.sendall(data)
+                return
+            except OSError as e:
+                # A Unix socket refuses the write at once when the daemon has
+                # gone, so nothing was delivered: safe to try a fresh connection.
+                self._drop(gen, DaemonConnectionError("connection to omnipkgd lost: %s" % e))
+                with self._cv:
+                    self._replies.pop(rid, None)
+                if attempt:
+                    raise DaemonConnectionError("cannot send to omnipkgd at %s: %s"
+                                                % (self.socket_path, e)) from None
+
+    def _current(self):
+        with self._conn_lock:
+            return self._sock, self._gen
+
+    def _wait(self, rid, wait):
+        deadline = time.monotonic() + wait
+        while True:
+            with self._cv:
+                while rid not in self._replies and self._reading:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise DaemonTimeout("no reply from omnipkgd within %gs" % wait)
+                    self._cv.wait(left)
+                if rid in self._replies:
+                    r = self._replies.pop(rid)
+                    if isinstance(r, BaseException):
+                        raise r
+                    return r
+                self._reading = True      # our turn to read for everyone
+            try:
+                self._read_one(deadline, wait)
+            finally:
+                with self._cv:
+                    self._reading = False
+                    self._cv.notify_all()
+
+    def _read_one(self, deadline, wait):
+        """Reads until one whole frame has arrived and files it under its id.
+        A partial frame stays in _rbuf for the next reader, so a timeout never
+        desynchronises the stream."""
+        s, gen = self._current()
+        if s is None:
+            raise DaemonConnectionError("connection to omnipkgd lost")
+        while True:
+            if len(self._rbuf) >= 4:
+                n = _HDR.unpack_from(self._rbuf)[0]
+                if n == 0 or n > MAX_FRAME:
+                    err = DaemonProtocolError("bad frame length %d from omnipkgd" % n)
+                    self._drop(gen, err)
+                    raise err
+                if len(self._rbuf) >= 4 + n:
+                    body = bytes(self._rbuf[4:4 + n])
+                    del self._rbuf[:4 + n]
+                    break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DaemonTimeout("no reply from omnipkgd within %gs" % wait)
+            try:
+                # poll, not a socket timeout: that would also bound the
+                # sendall of other threads on this same socket.
+                p = select.poll()
+                p.register(s, select.POLLIN)
+                if not p.poll(max(1, int(left * 1000 + 0.999))):
+                    raise DaemonTimeout("no reply from omnipkgd within %gs" % wait)
+                chunk = s.recv(1 << 16)
+            except DaemonTimeout:
+                raise
+            except (OSError, ValueError) as e:   # ValueError: closed meanwhile
+                err = DaemonConnectionError("connection to omnipkgd lost: %s" % e)
+                self._drop(gen, err)
+                raise err from None
+            if not chunk:
+                err = DaemonConnectionError("omnipkgd closed the connection")
+                self._drop(gen, err)
+                raise err
+            self._rbuf += chunk
+        try:
+            reply = json.loads(body.decode("utf-8"))
+            rid = reply["id"]
+        except (ValueError, TypeError, KeyError) as e:
+            err = DaemonProtocolError("unreadable reply from omnipkgd: %s" % e)
+            self._drop(gen, err)
+            raise err from None
+        with self._cv:
+            if rid in self._pending:      # else its caller gave up: dropped
+                self._replies[rid] = reply
+
+    # --------------------------------------------------- omnipkg 3.4.1 API
+
+    def _exec(self, spec, code, python_exe, timeout, tag, once):
+        wait = self.timeout
+        if timeout is not None:
+            wait = max(wait, timeout + CALL_GRACE)
+        raw = self.call("exec", wait=wait, spec=spec, code=code,
+                        python=None if python_exe is None else os.fspath(python_exe),
+                        tag=tag or None, once=True if once else None, timeout=timeout)
+        return to_omnipkg_reply(raw)
+
+    def execute(self, spec, code, python_exe=None, *, timeout=None, worker_tag=None):
+        """Runs code in the worker of (spec, python_exe); a reply dict."""
+        return self._exec(spec, code, python_exe, timeout, worker_tag, False)
+
+    def execute_shm(self, spec, code, shm_in, shm_out, python_exe=None, worker_tag=None,
+                    pin=False, max_memory_mb=None, *, timeout=None):
+        """Like execute, with shared-memory inputs and outputs.  Transfers are
+        not available yet: shm_in and shm_out must be empty.  pin and
+        max_memory_mb are accepted for compatibility and not yet enforced."""
+        if shm_in or shm_out:
+            return {"success": False, "ok": False, "error": SHM_UNAVAILABLE,
+                    "reason": "unsupported", "stdout": "", "stderr": ""}
+        return self._exec(spec, code, python_exe, timeout, worker_tag, False)
+
+    def run_once(self, spec, code, python_exe=None, worker_tag=None, *, timeout=None):
+        """Runs code in a fresh worker that is gone afterwards."""
+        return self._exec(spec, code, python_exe, timeout, worker_tag, True)
+
+    def status(self):
+        """The daemon's state (pid, version, uptime, workers, jobs, ...)."""
+        return _with_success(self.call("status"))
+
+    def shutdown(self):
+        """Asks the daemon to stop; the connection is closed afterwards."""
+        try:
+            return _with_success(self.call("shutdown"))
+        finally:
+            self.close()
+
+    # ------------------------------------------------------------ extras
+
+    def hello(self):
+        return _with_success(self.call("hello"))
+
+    def workers(self):
+        return _with_success(self.call("workers"))
+
+    def pythons(self):
+        return _with_success(self.call("pythons"))
+
+    def list_bubbles(self):
+        return _with_success(self.call("list"))
+
+
+def _with_success(raw):
+    out = dict(raw)
+    out.pop("v", None)
+    out["success"] = bool(out.get("ok"))
+    return out
+
+
+def to_omnipkg_reply(raw):
+    """A daemon exec reply in omnipkg's shape: "success", "stdout", "stderr",
+    on failure "error" and "traceback", the keys of a dict `result` at the top
+    level (those that do not collide with a reply field), the raw value under
+    "result", and every other field of ours (worker_pid, duration, reason...)."""
+    out = _with_success(raw)
+    out.setdefault("stdout", "")
+    out.setdefault("stderr", "")
+    if not out["success"]:
+        out.setdefault("error", "unknown error")
+        out.setdefault("traceback", "")
+    res = out.get("result")
+    if isinstance(res, dict):
+        for k, v in res.items():
+            if k not in _REPLY_FIELDS:
+                out[k] = v
+    return out

@@ -1,0 +1,398 @@
+"""The daemon end to end: real omnipkgd, real interpreters, real numpy.
+
+Each test starts its own daemon on a private runtime dir and home
+(harness.DaemonFixture) and takes it down, pass or fail.  The numpy tests
+link the bubbles prepared by scripts/bubbles.sh (the default home) into
+the private home; under CI=true a missing bubble fails instead of skips.
+"""
+
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+import harness
+
+PY = harness.find_pythons(("3.9", "3.11", "3.13"))
+REAL_HOME = os.environ.get("OMNIPKG_HOME") or os.path.join(
+    os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "omnipkg")
+TAGS = {"3.9": "cp39", "3.11": "cp311", "3.13": "cp313"}
+
+
+def link_bubble(test, d, python, name, version):
+    """Links <real home>/bubbles/<tag>/<name>-<version> into d's home."""
+    tag = TAGS[python]
+    src = os.path.join(REAL_HOME, "bubbles", tag, "%s-%s" % (name, version))
+    if not os.path.isdir(src):
+        msg = "bubble %s==%s for %s missing (scripts/bubbles.sh)" % (name, version, python)
+        if os.environ.get("CI") == "true":
+            test.fail(msg)
+        test.skipTest(msg)
+    dst = os.path.join(d.home, "bubbles", tag)
+    os.makedirs(dst, exist_ok=True)
+    os.symlink(src, os.path.join(dst, os.path.basename(src)))
+
+
+class Conn:
+    """A raw protocol connection: frames in, frames out."""
+
+    def __init__(self, path):
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.settimeout(60)
+        self.s.connect(path)
+        self.buf = b""
+
+    def send_raw(self, data):
+        self.s.sendall(data)
+
+    def send(self, obj):
+        b = json.dumps(obj).encode()
+        self.s.sendall(struct.pack(">I", len(b)) + b)
+
+    def recv(self):
+        while True:
+            if len(self.buf) >= 4:
+                n = struct.unpack(">I", self.buf[:4])[0]
+                if len(self.buf) >= 4 + n:
+                    m = json.loads(self.buf[4:4 + n])
+                    self.buf = self.buf[4 + n:]
+                    return m
+            chunk = self.s.recv(1 << 16)
+            if not chunk:
+                raise EOFError("daemon closed the connection")
+            self.buf += chunk
+
+    def close(self):
+        self.s.close()
+
+
+class DaemonTest(unittest.TestCase):
+    config = None
+
+    def setUp(self):
+        why = harness.DaemonFixture.available()
+        if why:
+            if os.environ.get("CI") == "true":
+                self.fail(why)
+            self.skipTest(why)
+        if "3.11" not in PY:
+            self.skipTest("python 3.11 not installed")
+        self.d = harness.DaemonFixture(config=self.config)
+
+    def tearDown(self):
+        problems = self.d.stop()
+        self.assertEqual(problems, [])
+
+    def exec_json(self, *args, **kw):
+        r = self.d.cli("exec", "--json", *args, **kw)
+        self.assertTrue(r.stdout, "no reply: rc %d, stderr %s" % (r.returncode, r.stderr))
+        return r.returncode, json.loads(r.stdout)
+
+
+class TestExec(DaemonTest):
+    def test_stdout_stderr_result_and_globals(self):
+        self.d.start()
+        code = ("import os, sys\nprint('py')\nos.write(1, b'c-level\\n')\n"
+                "print('err', file=sys.stderr)\nos.write(2, b'c-err\\n')\n"
+                "counter = globals().get('counter', 0) + 1\nresult = {'n': counter}\n")
+        rc, r = self.exec_json("--spec", "base", "--python", "3.11", "-c", code)
+        self.assertEqual(rc, 0)
+        self.assertTrue(r["ok"])
+        self.assertEqual(r["stdout"], "py\nc-level\n")
+        self.assertEqual(r["stderr"], "err\nc-err\n")
+        self.assertEqual(r["result"], {"n": 1})
+        rc, r2 = self.exec_json("--spec", "base", "--python", "3.11", "-c", code)
+        self.assertEqual(r2["result"], {"n": 2}, "globals persist between jobs")
+        self.assertEqual(r2["worker_pid"], r["worker_pid"])
+
+    def test_exception_gives_error_and_traceback(self):
+        self.d.start()
+        rc, r = self.exec_json("--spec", "base", "--python", "3.11", "-c",
+                               "def f():\n    raise KeyError('k')\nf()")
+        self.assertEqual(rc, 1)
+        self.assertFalse(r["ok"])
+        self.assertEqual(r["reason"], "exception")
+        self.assertEqual(r["error"], "KeyError: 'k'")
+        self.assertIn('File "<omnipkg>", line 2, in f', r["traceback"])
+
+    def test_refusals_name_the_fix(self):
+        self.d.start()
+        rc, r = self.exec_json("--spec", "numpy==1.26.4", "--python", "3.11", "-c", "pass")
+        self.assertEqual(rc, 2)
+        self.assertEqual(r["reason"], "nobubble")
+        self.assertIn("omnipkg install numpy==1.26.4 --python 3.11", r["error"])
+        rc, r = self.exec_json("--spec", "../../etc/passwd", "-c", "pass")
+        self.assertEqual((rc, r["reason"]), (2, "badspec"))
+        rc, r = self.exec_json("--spec", "base", "--python", "2.1", "-c", "pass")
+        self.assertEqual((rc, r["reason"]), (2, "nopython"))
+
+    def test_cross_interpreter(self):
+        self.d.start()
+        procs = {py: self.d.cli_popen("exec", "--spec", "base", "--python", py, "-c",
+                                      "import sys; print('%d.%d' % sys.version_info[:2])")
+                 for py in PY}
+        for py, p in procs.items():
+            out, err = p.communicate(timeout=120)
+            self.assertEqual((p.returncode, out.strip()), (0, py), err)
+
+    def test_worker_env_guards_recursion(self):
+        self.d.start()
+        code = ("import os, sys\nsys.path.insert(0, %r)\n"
+                "from omnipkg.isolation.worker_daemon import DaemonClient\n"
+                "c = DaemonClient(socket_path='/nonexistent/omnipkgd.sock')\n"
+                "try:\n    c.status()\n    result = 'started'\n"
+                "except Exception as e:\n    result = [os.environ.get('OMNIPKG_DAEMON_CHILD'), type(e).__name__]\n"
+                % os.path.join(harness.REPO, "src", "python"))
+        rc, r = self.exec_json("--spec", "base", "--python", "3.11", "-c", code)
+        self.assertTrue(r["ok"], r)
+        self.assertEqual(r["result"][0], "1")
+        self.assertNotEqual(r["result"], "started")
+
+    def test_once_worker_is_gone_afterwards(self):
+        self.d.start()
+        rc, r = self.exec_json("--once", "--spec", "base", "--python", "3.11", "-c", "import os; result = os.getpid()")
+        self.assertEqual(rc, 0)
+        pid = r["result"]
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and os.path.exists("/proc/%d" % pid):
+            time.sleep(0.05)
+        self.assertFalse(os.path.exists("/proc/%d" % pid), "ephemeral worker still alive")
+
+
+class TestNumpy(DaemonTest):
+    def test_two_majors_side_by_side_and_across_interpreters(self):
+        want = [("3.11", "1.26.4"), ("3.11", "2.2.6"), ("3.9", "1.26.4"), ("3.13", "2.2.6")]
+        want = [(py, v) for py, v in want if py in PY]
+        for py, v in want:
+            link_bubble(self, self.d, py, "numpy", v)
+        self.d.start()
+        code = "import numpy; result = [numpy.__version__, numpy.__file__, float(numpy.arange(4).sum())]"
+        procs = [(py, v, self.d.cli_popen("exec", "--json", "--spec", "numpy==" + v, "--python", py, "-c", code))
+                 for py, v in want]
+        pids = set()
+        for py, v, p in procs:
+            out, err = p.communicate(timeout=300)
+            self.assertEqual(p.returncode, 0, err + out)
+            r = json.loads(out)
+            version, path, total = r["result"]
+            self.assertEqual(version, v)
+            bubble = os.path.join(self.d.home, "bubbles", TAGS[py], "numpy-" + v)
+            self.assertTrue(os.path.realpath(path).startswith(os.path.realpath(bubble) + os.sep),
+                            "%s not in %s" % (path, bubble))
+            self.assertEqual(total, 6.0)
+            pids.add(r["worker_pid"])
+        self.assertEqual(len(pids), len(want), "one worker per (spec, python)")
+
+
+class TestFaults(DaemonTest):
+    config = {"job_timeout": 300}
+
+    def run_fault(self, code, timeout=None):
+        """Runs a faulty job while a healthy job runs on another worker."""
+        args = ["exec", "--json", "--spec", "base", "--python", "3.11", "--tag", "victim"]
+        if timeout:
+            args += ["--timeout", str(timeout)]
+        healthy = self.d.cli_popen("exec", "--json", "--spec", "base", "--python", "3.11",
+                                   "--tag", "bystander", "-c",
+                                   "import time; time.sleep(0.5); result = 'fine'")
+        bad = self.d.cli(*(args + ["-c", code]))
+        out, err = healthy.communicate(timeout=120)
+        self.assertEqual(json.loads(out)["result"], "fine", "the bystander job was disturbed")
+        r = json.loads(bad.stdout)
+        again = self.d.cli("exec", "--json", "--spec", "base", "--python", "3.11", "--tag", "victim",
+                           "-c", "result = 42")
+        self.assertEqual(json.loads(again.stdout)["result"], 42, "the next job on the spec failed")
+        return bad.returncode, r
+
+    def test_segfault(self):
+        self.d.start()
+        rc, r = self.run_fault("import ctypes; ctypes.string_at(0)")
+        self.assertEqual((rc, r["ok"], r["reason"], r["signal"]), (1, False, "signal", signal.SIGSEGV))
+        self.assertIn("signal 11", r["error"])
+
+    def test_exit_code(self):
+        self.d.start()
+        rc, r = self.run_fault("import os; os._exit(3)")
+        self.assertEqual((rc, r["reason"], r["exit_code"]), (1, "exit", 3))
+
+    def test_timeout(self):
+        self.d.start()
+        t0 = time.monotonic()
+        rc, r = self.run_fault("while True: pass", timeout=1)
+        self.assertEqual((rc, r["reason"]), (1, "timeout"))
+        self.assertLess(time.monotonic() - t0, 30)
+
+    def test_megabytes_on_fd1_are_capped(self):
+        self.d.start()
+        rc, r = self.run_fault("import os\nfor _ in range(8): os.write(1, b'x' * (1 << 20))\nresult = 'done'")
+        self.assertEqual((rc, r["ok"], r["result"]), (0, True, "done"))
+        self.assertTrue(r["stdout_truncated"])
+        self.assertEqual(r["stdout_bytes"], 8 << 20)
+        self.assertEqual(len(r["stdout"]), 1 << 20)
+
+
+class TestProtocol(DaemonTest):
+    def test_eight_clients_five_hundred_interleaved_requests(self):
+        self.d.start()
+        errors = []
+
+        def client(k):
+            try:
+                c = Conn(self.d.socket)
+                sent = {}
+                for i in range(500):
+                    rid = 1 + i
+                    token = "c%d-r%d" % (k, i)
+                    sent[rid] = token
+                    c.send({"v": 1, "id": rid, "op": "exec", "spec": "base", "python": "3.11",
+                            "tag": "t%d" % (i % 3), "code": "result = %r" % token})
+                got = {}
+                for _ in range(500):
+                    m = c.recv()
+                    self.assertTrue(m["ok"], m)
+                    self.assertNotIn(m["id"], got, "a reply came twice")
+                    got[m["id"]] = m["result"]
+                c.close()
+                if got != sent:
+                    errors.append("client %d: replies do not match requests" % k)
+            except Exception as e:  # reported below, in the main thread
+                errors.append("client %d: %r" % (k, e))
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        self.assertEqual(errors, [])
+
+    def test_client_leaving_mid_job_disturbs_no_one(self):
+        self.d.start()
+        a = Conn(self.d.socket)
+        a.send({"v": 1, "id": 1, "op": "exec", "spec": "base", "python": "3.11",
+                "code": "import time; time.sleep(0.5); result = 1"})
+        time.sleep(0.1)
+        a.close()
+        b = Conn(self.d.socket)
+        b.send({"v": 1, "id": 7, "op": "exec", "spec": "base", "python": "3.11", "code": "result = 2"})
+        m = b.recv()
+        self.assertEqual((m["id"], m["ok"], m["result"]), (7, True, 2))
+        b.close()
+
+    def test_bad_frames_get_errors_and_the_daemon_serves_on(self):
+        self.d.start()
+        c = Conn(self.d.socket)
+        c.send({"v": 2, "id": 1, "op": "hello"})
+        m = c.recv()
+        self.assertEqual((m["id"], m["ok"]), (1, False))
+        self.assertIn("version", m["error"])
+        c.send_raw(struct.pack(">I", 9) + b"not json!")
+        m = c.recv()
+        self.assertFalse(m["ok"])
+        c.send({"v": 1, "id": 3, "op": "frobnicate"})
+        self.assertEqual(c.recv()["id"], 3)
+        c.send({"v": 1, "id": 4, "op": "exec", "spec": "base", "code": 5})
+        m = c.recv()
+        self.assertEqual((m["id"], m["ok"]), (4, False))
+        c.send_raw(struct.pack(">I", 0xFFFFFFF0))
+        m = c.recv()
+        self.assertFalse(m["ok"])
+        self.assertIn("larger", m["error"])
+        with self.assertRaises((EOFError, ConnectionError)):
+            c.recv()
+        c.close()
+        r = self.d.cli("exec", "--spec", "base", "--python", "3.11", "-c", "print('alive')")
+        self.assertEqual(r.stdout, "alive\n")
+
+
+class TestLifecycle(DaemonTest):
+    def test_single_instance_and_stale_socket(self):
+        self.d.start()
+        second = subprocess.run([self.d.daemon_bin, "--foreground"], env=self.d.env,
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+        self.assertEqual(second.returncode, 1)
+        self.assertIn("already running", second.stderr)
+        os.killpg(self.d.proc.pid, signal.SIGKILL)
+        self.d.proc.wait(10)
+        self.d.proc = None
+        self.d._log.close()
+        self.assertTrue(os.path.exists(self.d.socket), "a killed daemon leaves its socket")
+        self.d.start()
+        r = self.d.cli("exec", "--spec", "base", "--python", "3.11", "-c", "print('again')")
+        self.assertEqual(r.stdout, "again\n")
+
+    def test_sigterm_fails_running_jobs_and_cleans_up(self):
+        self.d.start()
+        c = Conn(self.d.socket)
+        c.send({"v": 1, "id": 1, "op": "exec", "spec": "base", "python": "3.11",
+                "code": "import os, time; print(os.getpid(), flush=True); time.sleep(60)"})
+        deadline = time.monotonic() + 30
+        pids = []
+        while time.monotonic() < deadline and not pids:
+            w = json.loads(self.d.cli("workers", "--json").stdout)
+            pids = [x["pid"] for x in w["workers"] if x["state"] == "busy"]
+            time.sleep(0.05)
+        self.assertTrue(pids, "the job never started")
+        self.d.proc.send_signal(signal.SIGTERM)
+        m = c.recv()
+        self.assertEqual((m["id"], m["ok"], m["reason"]), (1, False, "shutdown"))
+        self.assertEqual(self.d.proc.wait(15), 0)
+        for f in ("omnipkgd.sock", "omnipkgd.pid", "worker.py"):
+            self.assertFalse(os.path.exists(os.path.join(self.d.runtime, f)), f + " left behind")
+        time.sleep(0.2)
+        self.assertFalse(os.path.exists("/proc/%d" % pids[0]), "worker left running")
+        c.close()
+
+
+class TestPool(DaemonTest):
+    config = {"idle_timeout": 1, "max_workers": 2,
+              "prewarm": [{"spec": "base", "python": "3.11"}]}
+
+    def workers(self):
+        return json.loads(self.d.cli("workers", "--json").stdout)["workers"]
+
+    def test_prewarm_evict_lru_and_idle_timeout(self):
+        self.d.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(w["state"] == "idle" for w in self.workers()):
+            time.sleep(0.05)
+        self.assertEqual([(w["spec"], w["tag"]) for w in self.workers()], [("base", "")],
+                         "the prewarmed worker is up before any job")
+        for tag in ("a", "b"):
+            r = self.d.cli("exec", "--spec", "base", "--python", "3.11", "--tag", tag, "-c", "pass")
+            self.assertEqual(r.returncode, 0, r.stderr)
+        tags = sorted(w["tag"] for w in self.workers())
+        self.assertEqual(tags, ["a", "b"], "the least recently used idle worker was evicted")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and self.workers():
+            time.sleep(0.2)
+        self.assertEqual(self.workers(), [], "idle workers outlived idle_timeout")
+
+
+class TestPythonClient(DaemonTest):
+    def test_daemon_client_api(self):
+        self.d.start()
+        code = r"""
+import json, sys
+sys.path.insert(0, %r)
+from omnipkg.isolation.worker_daemon import DaemonClient
+c = DaemonClient(socket_path=%r, auto_start=False)
+r = c.execute_shm("base", "print('hi'); result = {'x': 1}", {}, {}, python_exe="3.11")
+o = c.run_once("base", "import os; result = {'pid': os.getpid()}", python_exe="3.11")
+e = c.execute("base", "1/0", python_exe="3.11")
+s = c.status()
+print(json.dumps([r["success"], r["stdout"], r["x"], o["success"], e["success"], e["error"], s["success"] if "success" in s else s.get("ok")]))
+""" % (os.path.join(harness.REPO, "src", "python"), self.d.socket)
+        p = subprocess.run([PY["3.11"], "-c", code], capture_output=True, text=True, timeout=120, env=self.d.env)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        got = json.loads(p.stdout)
+        self.assertEqual(got, [True, "hi\n", 1, True, False, "ZeroDivisionError: division by zero", True])
+
+
+if __name__ == "__main__":
+    unittest.main()

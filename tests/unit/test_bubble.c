@@ -1,0 +1,282 @@
+/*
+ * test_bubble.c - bubble paths, resolution, listing and installation on a
+ * temp home.  Installation runs a stand-in interpreter script that plays
+ * pip, so no network is needed and the arguments can be checked exactly.
+ */
+#include <CUnit/Basic.h>
+#include <dirent.h>
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bubble.h"
+#include "paths.h"
+
+static char home[64];
+static struct interp py;
+
+static int rm_one(const char *p, const struct stat *st, int fl, struct FTW *ftw)
+{
+	(void)st, (void)fl, (void)ftw;
+	return remove(p);
+}
+
+static int suite_init(void)
+{
+	strcpy(home, "/tmp/omni-bubble-XXXXXX");
+	if (!mkdtemp(home))
+		return -1;
+	memset(&py, 0, sizeof(py));
+	strcpy(py.version, "3.11.7");
+	py.major = 3, py.minor = 11, py.micro = 7;
+	strcpy(py.tag, "cp311");
+	strcpy(py.path, "/nonexistent/python");
+	return 0;
+}
+
+static int suite_clean(void)
+{
+	return nftw(home, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void mkdir_in_home(const char *rel)
+{
+	char p[256];
+
+	snprintf(p, sizeof(p), "%s/%s", home, rel);
+	CU_ASSERT_EQUAL_FATAL(paths_mkdir_p(p, 0755), 0);
+}
+
+static void touch_in_home(const char *rel)
+{
+	char p[256];
+	FILE *f;
+
+	snprintf(p, sizeof(p), "%s/%s", home, rel);
+	f = fopen(p, "w");
+	CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+	fclose(f);
+}
+
+static void parse_spec(const char *s, struct spec *out)
+{
+	CU_ASSERT_EQUAL_FATAL(spec_parse(s, strlen(s), out, NULL, 0), 0);
+}
+
+static void test_path(void)
+{
+	struct spec_item it = { "numpy", "1.26.4" };
+	char buf[256], small[16];
+
+	CU_ASSERT_EQUAL(bubble_path("/h", "cp311", &it, buf, sizeof(buf)), 0);
+	CU_ASSERT_STRING_EQUAL(buf, "/h/bubbles/cp311/numpy-1.26.4");
+	CU_ASSERT_EQUAL(bubble_path("/h", "cp311", &it, small, sizeof(small)), -ENAMETOOLONG);
+}
+
+static void test_resolve(void)
+{
+	static char paths[SPEC_MAX_ITEMS][4096];
+	char err[512], want[256];
+	struct spec s;
+
+	parse_spec("scipy==1.11.4,numpy==1.26.4", &s);
+	mkdir_in_home("bubbles/cp311/numpy-1.26.4");
+	mkdir_in_home("bubbles/cp39/scipy-1.11.4");   /* other ABI: does not count */
+	CU_ASSERT_EQUAL(bubble_resolve(home, &py, &s, paths, err, sizeof(err)), -ENOENT);
+	CU_ASSERT_STRING_EQUAL(err, "no bubble scipy==1.11.4 for python 3.11 (cp311): "
+				    "run `omnipkg install scipy==1.11.4 --python 3.11`");
+
+	touch_in_home("bubbles/cp311/scipy-1.11.4");  /* a file is not a bubble */
+	CU_ASSERT_EQUAL(bubble_resolve(home, &py, &s, paths, err, sizeof(err)), -ENOENT);
+	snprintf(want, sizeof(want), "%s/bubbles/cp311/scipy-1.11.4", home);
+	remove(want);
+	mkdir_in_home("bubbles/cp311/scipy-1.11.4");
+
+	CU_ASSERT_EQUAL(bubble_resolve(home, &py, &s, paths, err, sizeof(err)), 2);
+	snprintf(want, sizeof(want), "%s/bubbles/cp311/numpy-1.26.4", home);
+	CU_ASSERT_STRING_EQUAL(paths[0], want);
+	snprintf(want, sizeof(want), "%s/bubbles/cp311/scipy-1.11.4", home);
+	CU_ASSERT_STRING_EQUAL(paths[1], want);
+
+	parse_spec("base", &s);
+	CU_ASSERT_EQUAL(bubble_resolve(home, &py, &s, paths, err, sizeof(err)), 0);
+}
+
+struct seen {
+	int n, stop_at;
+	char line[8][128];
+};
+
+static int collect(const char *tag, const char *name, const char *version, const char *path, void *ud)
+{
+	struct seen *s = ud;
+	const char *base = strrchr(path, '/');
+
+	if (s->n < 8)
+		snprintf(s->line[s->n], sizeof(s->line[0]), "%s %s %s %s", tag, name, version,
+			 base ? base + 1 : "?");
+	s->n++;
+	return s->n == s->stop_at ? 7 : 0;
+}
+
+static void test_list(void)
+{
+	struct seen s = { 0 };
+	char other[128];
+
+	/* Continues the tree made by test_resolve. */
+	mkdir_in_home("bubbles/cp311/.numpy-2.0.0.tmp-123");
+	mkdir_in_home("bubbles/cp311/nodash");
+	mkdir_in_home("bubbles/cp311/-1.0");
+	touch_in_home("bubbles/cp311/README-1");
+	mkdir_in_home("bubbles/cp312/scikit-learn-1.3.0");
+	mkdir_in_home("bubbles/.trash/x-1");
+	touch_in_home("bubbles/notes");
+
+	CU_ASSERT_EQUAL(bubble_list(home, collect, &s), 0);
+	CU_ASSERT_EQUAL_FATAL(s.n, 4);
+	CU_ASSERT_STRING_EQUAL(s.line[0], "cp311 numpy 1.26.4 numpy-1.26.4");
+	CU_ASSERT_STRING_EQUAL(s.line[1], "cp311 scipy 1.11.4 scipy-1.11.4");
+	CU_ASSERT_STRING_EQUAL(s.line[2], "cp312 scikit-learn 1.3.0 scikit-learn-1.3.0");
+	CU_ASSERT_STRING_EQUAL(s.line[3], "cp39 scipy 1.11.4 scipy-1.11.4");
+
+	memset(&s, 0, sizeof(s));
+	s.stop_at = 2;
+	CU_ASSERT_EQUAL(bubble_list(home, collect, &s), 7);
+	CU_ASSERT_EQUAL(s.n, 2);
+
+	memset(&s, 0, sizeof(s));
+	snprintf(other, sizeof(other), "%s/no-such-home", home);
+	CU_ASSERT_EQUAL(bubble_list(other, collect, &s), 0);
+	CU_ASSERT_EQUAL(s.n, 0);
+}
+
+/* A stand-in interpreter: logs its arguments and plays pip --target. */
+static void fake_python(const char *name, int status)
+{
+	char body[512];
+	FILE *f;
+
+	snprintf(py.path, sizeof(py.path), "%s/%s", home, name);
+	snprintf(body, sizeof(body),
+		 "#!/bin/sh\n"
+		 "echo \"$@\" >> '%s/pip.log'\n"
+		 "mkdir -p \"$5\" && echo ok > \"$5/marker\"\n"
+		 "exit %d\n", home, status);
+	f = fopen(py.path, "w");
+	CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+	fputs(body, f);
+	fclose(f);
+	chmod(py.path, 0755);
+}
+
+static int hidden_entries(const char *dir)
+{
+	struct dirent *de;
+	DIR *d = opendir(dir);
+	int n = 0;
+
+	if (!d)
+		return -1;
+	while ((de = readdir(d)))
+		if (de->d_name[0] == '.' && strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			n++;
+	closedir(d);
+	return n;
+}
+
+static void read_log(char *buf, size_t n)
+{
+	char p[256];
+	FILE *f;
+	size_t got = 0;
+
+	snprintf(p, sizeof(p), "%s/pip.log", home);
+	buf[0] = '\0';
+	if ((f = fopen(p, "r"))) {
+		got = fread(buf, 1, n - 1, f);
+		fclose(f);
+	}
+	buf[got] = '\0';
+	remove(p);
+}
+
+static void test_install(void)
+{
+	char err[512], log[2048], want[1024], p[256], tagdir[128];
+	struct spec s;
+	struct stat st;
+
+	py.minor = 12;
+	strcpy(py.version, "3.12.1");
+	strcpy(py.tag, "cp312");
+	snprintf(tagdir, sizeof(tagdir), "%s/bubbles/cp312", home);
+
+	fake_python("py-ok", 0);
+	parse_spec("Six==1.16.0,scikit-learn==1.3.0", &s);
+	CU_ASSERT_EQUAL(bubble_install(home, &py, &s, 1, err, sizeof(err)), 0);
+	read_log(log, sizeof(log));
+	/* scikit-learn already exists (from test_list): only six is installed. */
+	snprintf(want, sizeof(want),
+		 "-m pip install --target %s/.six-1.16.0.tmp-%ld --disable-pip-version-check --quiet six==1.16.0\n",
+		 tagdir, (long)getpid());
+	CU_ASSERT_STRING_EQUAL(log, want);
+	snprintf(p, sizeof(p), "%s/six-1.16.0/marker", tagdir);
+	CU_ASSERT_EQUAL(stat(p, &st), 0);
+	CU_ASSERT_EQUAL(hidden_entries(tagdir), 0);
+
+	/* Installed bubbles are kept: pip does not run again. */
+	CU_ASSERT_EQUAL(bubble_install(home, &py, &s, 1, err, sizeof(err)), 0);
+	read_log(log, sizeof(log));
+	CU_ASSERT_STRING_EQUAL(log, "");
+
+	/* Not quiet: no --quiet.  A first-time tag dir is created. */
+	py.minor = 13;
+	strcpy(py.version, "3.13.0");
+	strcpy(py.tag, "cp313");
+	parse_spec("six==1.16.0", &s);
+	CU_ASSERT_EQUAL(bubble_install(home, &py, &s, 0, err, sizeof(err)), 0);
+	read_log(log, sizeof(log));
+	CU_ASSERT_PTR_NULL(strstr(log, "--quiet"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(log, "--disable-pip-version-check six==1.16.0"));
+
+	/* A failing pip leaves nothing behind and reports its status. */
+	fake_python("py-fail", 3);
+	parse_spec("numpy==9.9.9", &s);
+	CU_ASSERT_EQUAL(bubble_install(home, &py, &s, 1, err, sizeof(err)), -EIO);
+	CU_ASSERT_STRING_EQUAL(err, "pip install numpy==9.9.9 for python 3.13.0 (cp313) failed with exit status 3");
+	snprintf(tagdir, sizeof(tagdir), "%s/bubbles/cp313", home);
+	CU_ASSERT_EQUAL(hidden_entries(tagdir), 0);
+	snprintf(p, sizeof(p), "%s/numpy-9.9.9", tagdir);
+	CU_ASSERT_EQUAL(stat(p, &st), -1);
+	read_log(log, sizeof(log));
+
+	/* An interpreter that cannot be run. */
+	strcpy(py.path, "/nonexistent/python");
+	CU_ASSERT_EQUAL(bubble_install(home, &py, &s, 1, err, sizeof(err)), -ENOENT);
+	CU_ASSERT_STRING_EQUAL(err, "cannot run python /nonexistent/python: No such file or directory");
+	CU_ASSERT_EQUAL(hidden_entries(tagdir), 0);
+}
+
+int main(void)
+{
+	CU_pSuite s;
+	unsigned fails;
+
+	if (CU_initialize_registry() != CUE_SUCCESS)
+		return 2;
+	s = CU_add_suite("bubble", suite_init, suite_clean);
+	CU_add_test(s, "path", test_path);
+	CU_add_test(s, "resolve", test_resolve);
+	CU_add_test(s, "list", test_list);
+	CU_add_test(s, "install", test_install);
+	CU_basic_set_mode(CU_BRM_VERBOSE);
+	CU_basic_run_tests();
+	fails = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
+	CU_cleanup_registry();
+	return fails ? 1 : 0;
+}

@@ -1,0 +1,679 @@
+/*
+ * test_client.c - libomnipkg against a fake daemon.
+ *
+ * Each test starts a server thread on a private Unix socket in a temporary
+ * directory; the thread plays one scripted conversation (framing by hand,
+ * not through proto.c, so the two ends are checked independently) and
+ * records the first line where the client's request was not what it
+ * expected.  Run with `--daemon` (as the autostart test does through
+ * $OMNIPKGD) this program is itself a tiny stand-in for `omnipkgd --daemon`.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <CUnit/Basic.h>
+#include <cjson/cJSON.h>
+
+#include "omnipkg.h"
+#include "proto.h"
+
+struct fake;
+typedef void (*fake_script)(struct fake *f, int fd);
+
+struct fake {
+	char dir[64];
+	char path[128];
+	int lfd;
+	pthread_t th;
+	fake_script script;
+	int bad_line;      /* first failed expectation inside the script, 0: none */
+};
+
+#define FAKE_EXPECT(f, cond) do { if (!(cond) && !(f)->bad_line) (f)->bad_line = __LINE__; } while (0)
+
+/* ---- framing, by hand ------------------------------------------------- */
+
+static int fake_read_full(int fd, void *buf, size_t n)
+{
+	char *p = buf;
+
+	while (n > 0) {
+		ssize_t k = read(fd, p, n);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return -1;
+		p += k;
+		n -= (size_t)k;
+	}
+	return 0;
+}
+
+static int fake_write_full(int fd, const void *buf, size_t n)
+{
+	const char *p = buf;
+
+	while (n > 0) {
+		ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return -1;
+		p += k;
+		n -= (size_t)k;
+	}
+	return 0;
+}
+
+static void fake_hdr(unsigned char h[4], uint32_t n)
+{
+	h[0] = (unsigned char)(n >> 24);
+	h[1] = (unsigned char)(n >> 16);
+	h[2] = (unsigned char)(n >> 8);
+	h[3] = (unsigned char)n;
+}
+
+/* Next request as a cJSON object (caller deletes), NULL on EOF or junk. */
+static cJSON *fake_read(int fd)
+{
+	unsigned char h[4];
+	uint32_t n;
+	char *body;
+	cJSON *msg;
+
+	if (fake_read_full(fd, h, 4) < 0)
+		return NULL;
+	n = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+	if (n == 0 || n > (1u << 20) || !(body = malloc(n)))
+		return NULL;
+	if (fake_read_full(fd, body, n) < 0) {
+		free(body);
+		return NULL;
+	}
+	msg = cJSON_ParseWithLength(body, n);
+	free(body);
+	return msg;
+}
+
+static void fake_send_text(int fd, const char *json)
+{
+	unsigned char h[4];
+
+	fake_hdr(h, (uint32_t)strlen(json));
+	fake_write_full(fd, h, 4);
+	fake_write_full(fd, json, strlen(json));
+}
+
+/* Replies to id with ok and the members of extra (a JSON object text or NULL). */
+static void fake_reply(int fd, double id, int ok, const char *extra)
+{
+	cJSON *msg = extra ? cJSON_Parse(extra) : cJSON_CreateObject();
+	char *text;
+
+	cJSON_AddNumberToObject(msg, "v", 1);
+	cJSON_AddNumberToObject(msg, "id", id);
+	cJSON_AddBoolToObject(msg, "ok", ok);
+	text = cJSON_PrintUnformatted(msg);
+	fake_send_text(fd, text);
+	cJSON_free(text);
+	cJSON_Delete(msg);
+}
+
+static double fake_num(const cJSON *m, const char *key)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(m, key);
+
+	return cJSON_IsNumber(v) ? v->valuedouble : -1;
+}
+
+static const char *fake_str(const cJSON *m, const char *key)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(m, key);
+
+	return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+/* Reads a request and checks its op; returns it (caller deletes). */
+static cJSON *fake_expect_op(struct fake *f, int fd, const char *op)
+{
+	cJSON *m = fake_read(fd);
+
+	FAKE_EXPECT(f, m != NULL);
+	FAKE_EXPECT(f, m && fake_num(m, "v") == 1);
+	FAKE_EXPECT(f, m && strcmp(fake_str(m, "op"), op) == 0);
+	return m;
+}
+
+static void fake_hello(struct fake *f, int fd, int proto)
+{
+	cJSON *m = fake_expect_op(f, fd, "hello");
+	char extra[128];
+
+	FAKE_EXPECT(f, m && fake_num(m, "id") == 1);
+	snprintf(extra, sizeof extra,
+		 "{\"daemon\":\"fake\",\"version\":\"0\",\"proto\":%d,\"pid\":%d}", proto,
+		 (int)getpid());
+	fake_reply(fd, m ? fake_num(m, "id") : 1, 1, extra);
+	cJSON_Delete(m);
+}
+
+/* ---- the server thread ------------------------------------------------ */
+
+static void *fake_main(void *arg)
+{
+	struct fake *f = arg;
+	struct pollfd pfd = { .fd = f->lfd, .events = POLLIN };
+	struct timeval tv = { .tv_sec = 5 };
+	int fd;
+
+	/* bounded, so that a client that never comes cannot hang the test */
+	if (poll(&pfd, 1, 5000) <= 0) {
+		FAKE_EXPECT(f, 0);
+		return NULL;
+	}
+	if ((fd = accept(f->lfd, NULL, NULL)) < 0) {
+		FAKE_EXPECT(f, 0);
+		return NULL;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	f->script(f, fd);
+	close(fd);
+	return NULL;
+}
+
+static int fake_listen(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, 4) < 0) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int fake_start(struct fake *f, fake_script script)
+{
+	memset(f, 0, sizeof *f);
+	snprintf(f->dir, sizeof f->dir, "/tmp/omni-test-client.XXXXXX");
+	if (!mkdtemp(f->dir))
+		return -1;
+	snprintf(f->path, sizeof f->path, "%s/s", f->dir);
+	f->script = script;
+	if ((f->lfd = fake_listen(f->path)) < 0)
+		return -1;
+	return pthread_create(&f->th, NULL, fake_main, f) == 0 ? 0 : -1;
+}
+
+/* Joins the thread and removes the socket; returns the script's bad line. */
+static int fake_stop(struct fake *f)
+{
+	pthread_join(f->th, NULL);
+	close(f->lfd);
+	unlink(f->path);
+	rmdir(f->dir);
+	return f->bad_line;
+}
+
+/* ---- scripts ---------------------------------------------------------- */
+
+static void script_status(struct fake *f, int fd)
+{
+	cJSON *m;
+
+	fake_hello(f, fd, PROTO_VERSION);
+	m = fake_expect_op(f, fd, "status");
+	FAKE_EXPECT(f, m && fake_num(m, "id") == 2);
+	fake_reply(fd, m ? fake_num(m, "id") : 0, 1,
+		   "{\"pid\":4242,\"version\":\"9.9\",\"uptime\":12.5,\"workers\":[1]}");
+	cJSON_Delete(m);
+	fake_read(fd);   /* until the client closes */
+}
+
+static void script_proto2(struct fake *f, int fd)
+{
+	fake_hello(f, fd, 2);
+	fake_read(fd);
+}
+
+static void script_v2_frames(struct fake *f, int fd)
+{
+	cJSON *m = fake_expect_op(f, fd, "hello");
+
+	fake_send_text(fd, "{\"v\":2,\"id\":1,\"ok\":true,\"proto\":2}");
+	cJSON_Delete(m);
+	fake_read(fd);
+}
+
+/* Three requests in; replies out as 3, 2, 4. */
+static void script_out_of_order(struct fake *f, int fd)
+{
+	cJSON *m[3];
+
+	fake_hello(f, fd, PROTO_VERSION);
+	for (int i = 0; i < 3; i++) {
+		m[i] = fake_read(fd);
+		FAKE_EXPECT(f, m[i] && fake_num(m[i], "id") == 2 + i);
+	}
+	fake_reply(fd, 3, 1, "{\"which\":\"workers\"}");
+	fake_reply(fd, 2, 1, "{\"which\":\"status\"}");
+	fake_reply(fd, 4, 1, "{\"which\":\"list\"}");
+	for (int i = 0; i < 3; i++)
+		cJSON_Delete(m[i]);
+	fake_read(fd);
+}
+
+static void script_huge_frame(struct fake *f, int fd)
+{
+	unsigned char h[4];
+
+	fake_hello(f, fd, PROTO_VERSION);
+	cJSON_Delete(fake_expect_op(f, fd, "status"));
+	fake_hdr(h, PROTO_MAX_FRAME + 1);
+	fake_write_full(fd, h, 4);
+	fake_write_full(fd, "{\"v\":1", 6);
+	fake_read(fd);
+}
+
+static void script_close_mid_reply(struct fake *f, int fd)
+{
+	unsigned char h[4];
+
+	fake_hello(f, fd, PROTO_VERSION);
+	cJSON_Delete(fake_expect_op(f, fd, "status"));
+	fake_hdr(h, 100);
+	fake_write_full(fd, h, 4);
+	fake_write_full(fd, "{\"v\":1,\"id\":2,", 14);
+	/* closing now leaves the reply cut in the middle */
+}
+
+static void script_bad_json(struct fake *f, int fd)
+{
+	fake_hello(f, fd, PROTO_VERSION);
+	cJSON_Delete(fake_expect_op(f, fd, "status"));
+	fake_send_text(fd, "[1,2,3]");
+	fake_read(fd);
+}
+
+static void script_exec(struct fake *f, int fd)
+{
+	cJSON *m;
+
+	fake_hello(f, fd, PROTO_VERSION);
+	m = fake_expect_op(f, fd, "exec");
+	FAKE_EXPECT(f, m && strcmp(fake_str(m, "spec"), "numpy==1.26.4") == 0);
+	FAKE_EXPECT(f, m && strcmp(fake_str(m, "code"), "raise ValueError('x')") == 0);
+	FAKE_EXPECT(f, m && strcmp(fake_str(m, "python"), "3.11") == 0);
+	FAKE_EXPECT(f, m && strcmp(fake_str(m, "tag"), "t1") == 0);
+	FAKE_EXPECT(f, m && fake_num(m, "timeout") == 2.5);
+	FAKE_EXPECT(f, m && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "once")));
+	fake_reply(fd, m ? fake_num(m, "id") : 0, 0,
+		   "{\"stdout\":\"partial\\n\",\"stderr\":\"\",\"error\":\"ValueError: x\","
+		   "\"reason\":\"exception\",\"traceback\":\"Traceback...\\nValueError: x\\n\","
+		   "\"stdout_truncated\":true,\"duration\":0.01}");
+	cJSON_Delete(m);
+	m = fake_expect_op(f, fd, "exec");
+	FAKE_EXPECT(f, m && strcmp(fake_str(m, "spec"), "base") == 0);
+	FAKE_EXPECT(f, m && !cJSON_GetObjectItemCaseSensitive(m, "python"));
+	FAKE_EXPECT(f, m && !cJSON_GetObjectItemCaseSensitive(m, "timeout"));
+	FAKE_EXPECT(f, m && !cJSON_GetObjectItemCaseSensitive(m, "tag"));
+	FAKE_EXPECT(f, m && !cJSON_GetObjectItemCaseSensitive(m, "once"));
+	fake_reply(fd, m ? fake_num(m, "id") : 0, 1, "{\"stdout\":\"ok\\n\"}");
+	cJSON_Delete(m);
+	fake_read(fd);
+}
+
+static void script_silent(struct fake *f, int fd)
+{
+	cJSON *m;
+
+	fake_hello(f, fd, PROTO_VERSION);
+	m = fake_expect_op(f, fd, "workers");
+	/* answer only after the client has given up waiting once */
+	usleep(150 * 1000);
+	fake_reply(fd, m ? fake_num(m, "id") : 0, 1, "{\"workers\":[]}");
+	cJSON_Delete(m);
+	fake_read(fd);
+}
+
+/* ---- tests ------------------------------------------------------------ */
+
+static void test_connect_and_status(void)
+{
+	struct fake f;
+	omni_client *c = NULL;
+	omni_reply *r = NULL;
+	const char *j1;
+
+	CU_ASSERT_FATAL(fake_start(&f, script_status) == 0);
+	CU_ASSERT_EQUAL(omni_connect(&c, f.path, 0), 0);
+	CU_ASSERT(omni_fd(c) >= 0);
+	CU_ASSERT_EQUAL(omni_status(c, &r), 0);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+	CU_ASSERT_EQUAL(omni_reply_id(r), 2);
+	CU_ASSERT(omni_reply_ok(r));
+	CU_ASSERT_EQUAL(omni_reply_num(r, "pid"), 4242);
+	CU_ASSERT_STRING_EQUAL(omni_reply_str(r, "version"), "9.9");
+	CU_ASSERT_STRING_EQUAL(omni_reply_str(r, "missing"), "");
+	CU_ASSERT_STRING_EQUAL(omni_reply_str(r, "workers"), "");   /* not a string */
+	CU_ASSERT_EQUAL(omni_reply_num(r, "missing"), 0);
+	j1 = omni_reply_json(r);
+	CU_ASSERT_PTR_NOT_NULL(strstr(j1, "\"pid\":4242"));
+	CU_ASSERT_PTR_EQUAL(omni_reply_json(r), j1);   /* printed once */
+	omni_reply_free(r);
+	omni_close(c);
+	CU_ASSERT_EQUAL(fake_stop(&f), 0);
+}
+
+static void test_refuses_other_proto(void)
+{
+	struct fake f;
+	omni_client *c = (omni_client *)&f;
+
+	CU_ASSERT_FATAL(fake_start(&f, script_proto2) == 0);
+	CU_ASSERT_EQUAL(omni_connect(&c, f.path, 0), -EPROTONOSUPPORT);
+	CU_ASSERT_PTR_NULL(c);
+	CU_ASSERT_EQUAL(fake_stop(&f), 0);
+
+	CU_ASSERT_FATAL(fake_start(&f, script_v2_frames) == 0);
+	CU_ASSERT_EQUAL(omni_connect(&c, f.path, 0), -EPROTONOSUPPORT);
+	CU_ASSERT_EQUAL(fake_stop(&f), 0);
+}
+
+static void test_out_of_order(void)
+{
+	struct fake f;
+	omni_client *c = NULL;
+	omni_reply *r = NULL;
+	uint64_t id1 = 0, id2 = 0;
+
+	CU_ASSERT_FATAL(fake_start(&f, script_out_of_order) == 0);
+	CU_ASSERT_FATAL(omni_connect(&c, f.path, 0) == 0);
+	CU_ASSERT_EQUAL(omni_send(c, "status", NULL, &id1), 0);
+	CU_ASSERT_EQUAL(omni_send(c, "workers", "{\"x\":1}", &id2), 0);
+	CU_ASSERT_EQUAL(id1, 2);
+	CU_ASSERT_EQUAL(id2, 3);
+	/* its own reply comes last; the two before it are kept */
+	CU_ASSERT_EQUAL(omni_call(c, "list", NULL, &r), 0);
+	CU_ASSERT_EQUAL(omni_reply_id(r), 4);
+	CU_ASSERT_STRING_EQUAL(omni_reply_str(r, "which"), "list");
+	omni_reply_free(r);
+	CU_ASSERT_EQUAL(omni_recv(c, &r, 1000), 0);
+	CU_ASSERT_EQUAL(omni_reply_id(r), 3);
+	CU_ASSERT_STRING_EQUAL(omni_reply_str(r, "which"), "workers");
+	omni_reply_free(r);
+	CU_ASSERT_EQUAL(omni_recv(c, &r, 1000), 0);
+	CU_ASSERT_EQUAL(omni_reply_id(r), 2);
+	CU_ASSERT_STRING_EQUAL(omni_reply_str(r, "which"), "status");
+	omni_reply_free(r);
+	omni_close(c);
+	CU_ASSERT_EQUAL(fake_stop(&f), 0);
+}
+
+static void test_frame_over_max(void)
+{
+	struct fake f;
+	omni_client *c = NULL;
+	omni_reply *r = NULL;
+
+	CU_ASSERT_FATAL(fake_start(&f, script_huge_frame) == 0);
+	CU_ASSERT_FATAL(omni_connect(&c, f.path, 0) == 0);
+	CU_ASSERT_EQUAL(omni_call(c, "status", NULL, &r), -EMSGSIZE);
+	CU_ASSERT_PTR_NULL(r);
+	/* the stream is lost: the error stays */
+	CU_ASSERT_EQUAL(omni_recv(c, &r, 0), -EMSGSIZE);
+	CU_ASSERT_EQUAL(omni_send(c, "status", NULL, NULL), -EMSGSIZE);
+	omni_close(c);
+	CU_ASSERT_EQUAL(fake_stop(&f), 0);
+}
+
+static void test_close_mid_reply(void)
+{
+	struct fake f;
+	omni_client *c = NULL;
+	omni_reply *r = NULL;
+
+	CU_ASSERT_FATAL(fake_start(&f, script_close_mid_reply) == 0);
+	CU_ASSERT_FATAL(omni_connect(&c, f.path, 0) == 0);
+	CU_ASSERT_EQUAL(omni_call(c, "status", NULL, &r), -ECONNRESET);
+	CU_ASSERT_PTR_NULL(r);
+	omni_close(c);
+	CU_ASSERT_EQUAL(fake_stop(&f), 0);
+}
+
+static void test_bad_reply(void)
+{
+	struct fake f;
+	omni_client *c = NULL;
+	omni_reply *r = NULL;
+
+	CU_ASSERT_FATAL(fake_start(&f, script_bad_json) == 0);
+	CU_ASSERT_FATAL(omni_connect(&c, f.path, 0) == 0);
+	CU_ASSERT_EQUAL(omni_call(c, "status", NULL, &r), -EBADMSG);
+	omni_close(c);
+	CU_ASSERT_EQUAL(fake_stop(&f), 0);
+}
+
+static void test_exec(void)
+{
+	struct fake f;
+	omni_client *c = NULL;
+	omni_reply *r = NULL;
+	omni_exec_opts o = { .spec = "numpy==1.26.4", .python = "3.11", .timeout = 2.5,
+			     .tag = "t1", .once = 1, .code = "raise ValueError('x')" };
+	omni_exec_opts b = { .spec = "base", .code = "print('ok')" };
+
+	CU_ASSERT_FATAL(fake_start(&f, script_exec) == 0);
+	CU_ASSERT_FATAL(omni_connect(&c, f.path, 0) == 0);
+	/* a failed job is still a successful call */
+	CU_ASSERT_EQUAL(omni_exec(c, &o, &r), 0);
+	CU_ASSERT_FALSE(omni_reply_ok(r));
+	CU_ASSERT_STRING_EQUAL(omni_reply_str(r, "reason"), "exception");
+	CU_ASSERT_STRING_EQUAL(omni_reply_str(r, "stdout"), "partial\n");
+	CU_ASSERT_EQUAL(omni_reply_num(r, "stdout_truncated"), 1);
+	omni_reply_free(r);
+	CU_ASSERT_EQUAL(omni_exec(c, &b, &r), 0);
+	CU_ASSERT(omni_reply_ok(r));
+	CU_ASSERT_STRING_EQUAL(omni_reply_str(r, "stdout"), "ok\n");
+	omni_reply_free(r);
+	b.code = NULL;
+	CU_ASSERT_EQUAL(omni_exec(c, &b, &r), -EINVAL);
+	CU_ASSERT_EQUAL(omni_send(c, "status", "[1]", NULL), -EINVAL);
+	CU_ASSERT_EQUAL(omni_send(c, "status", "{not json", NULL), -EINVAL);
+	omni_close(c);
+	CU_ASSERT_EQUAL(fake_stop(&f), 0);
+}
+
+static void test_recv_timeout(void)
+{
+	struct fake f;
+	omni_client *c = NULL;
+	omni_reply *r = NULL;
+	uint64_t id = 0;
+
+	CU_ASSERT_FATAL(fake_start(&f, script_silent) == 0);
+	CU_ASSERT_FATAL(omni_connect(&c, f.path, 0) == 0);
+	CU_ASSERT_EQUAL(omni_send(c, "workers", NULL, &id), 0);
+	CU_ASSERT_EQUAL(omni_recv(c, &r, 20), -ETIMEDOUT);
+	CU_ASSERT_PTR_NULL(r);
+	/* a timeout leaves the handle usable */
+	CU_ASSERT_EQUAL(omni_recv(c, &r, 5000), 0);
+	CU_ASSERT_EQUAL(omni_reply_id(r), id);
+	omni_reply_free(r);
+	omni_close(c);
+	CU_ASSERT_EQUAL(fake_stop(&f), 0);
+}
+
+static void test_strerror(void)
+{
+	static const int errs[] = { 0, -EPROTONOSUPPORT, -ECONNREFUSED, -ENOENT, -ECONNRESET,
+				    -EMSGSIZE, -EBADMSG, -ETIMEDOUT, -EINVAL, -ENOMEM, -99999, 7 };
+
+	for (size_t i = 0; i < sizeof errs / sizeof errs[0]; i++) {
+		const char *s = omni_strerror(errs[i]);
+
+		CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+		CU_ASSERT(strlen(s) > 0);
+	}
+	CU_ASSERT_PTR_NOT_NULL(strstr(omni_strerror(-EPROTONOSUPPORT), "protocol"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(omni_strerror(-ECONNREFUSED), "not running"));
+	CU_ASSERT(strlen(omni_version()) > 0);
+}
+
+/* A $OMNIPKGD that leaves a mark if anyone runs it. */
+static int write_marker_daemon(const char *dir, char *bin, size_t n, char *mark, size_t m)
+{
+	FILE *fp;
+
+	snprintf(bin, n, "%s/fake-omnipkgd", dir);
+	snprintf(mark, m, "%s/ran", dir);
+	if (!(fp = fopen(bin, "w")))
+		return -1;
+	fprintf(fp, "#!/bin/sh\ntouch '%s'\nexit 0\n", mark);
+	fclose(fp);
+	return chmod(bin, 0700);
+}
+
+static void test_no_autostart_in_worker(void)
+{
+	char dir[] = "/tmp/omni-test-client.XXXXXX", bin[128], mark[128], err[256];
+	omni_client *c = NULL;
+	struct stat st;
+
+	CU_ASSERT_FATAL(mkdtemp(dir) != NULL);
+	CU_ASSERT_FATAL(write_marker_daemon(dir, bin, sizeof bin, mark, sizeof mark) == 0);
+	/* the default socket, in an empty runtime dir: only the worker check stops a start */
+	setenv("OMNIPKG_RUNTIME_DIR", dir, 1);
+	setenv("OMNIPKGD", bin, 1);
+	setenv("OMNIPKG_DAEMON_CHILD", "1", 1);
+
+	CU_ASSERT_EQUAL(omni_connect(&c, NULL, OMNI_CONNECT_AUTOSTART), -ECONNREFUSED);
+	CU_ASSERT_PTR_NULL(c);
+	CU_ASSERT_EQUAL(omni_daemon_start(NULL, err, sizeof err), -EPERM);
+	CU_ASSERT(stat(mark, &st) < 0 && errno == ENOENT);
+
+	/* without the flag nothing is started either */
+	unsetenv("OMNIPKG_DAEMON_CHILD");
+	CU_ASSERT_EQUAL(omni_connect(&c, NULL, 0), -ECONNREFUSED);
+	CU_ASSERT(stat(mark, &st) < 0 && errno == ENOENT);
+
+	unsetenv("OMNIPKGD");
+	unsetenv("OMNIPKG_RUNTIME_DIR");
+	unlink(bin);
+	rmdir(dir);
+}
+
+static char self_path[PATH_MAX];
+
+static void test_autostart(void)
+{
+	char dir[] = "/tmp/omni-test-client.XXXXXX", sock[256], other[256];
+	char bin[128], mark[128], err[256];
+	omni_client *c = NULL;
+	omni_reply *r = NULL;
+	struct stat st;
+
+	CU_ASSERT_FATAL(mkdtemp(dir) != NULL);
+	setenv("OMNIPKG_RUNTIME_DIR", dir, 1);
+	unsetenv("OMNIPKG_DAEMON_CHILD");
+	CU_ASSERT_FATAL(omni_default_socket(sock, sizeof sock) == 0);
+
+	/* the daemon listens on the default socket only: nothing is started for another */
+	CU_ASSERT_FATAL(write_marker_daemon(dir, bin, sizeof bin, mark, sizeof mark) == 0);
+	setenv("OMNIPKGD", bin, 1);
+	snprintf(other, sizeof other, "%s/other.sock", dir);
+	CU_ASSERT_EQUAL(omni_daemon_start(other, err, sizeof err), -EINVAL);
+	CU_ASSERT(strlen(err) > 0);
+	CU_ASSERT_EQUAL(omni_connect(&c, other, OMNI_CONNECT_AUTOSTART), -ECONNREFUSED);
+	CU_ASSERT(stat(mark, &st) < 0 && errno == ENOENT);
+
+	/* this program, run with --daemon, plays the daemon */
+	setenv("OMNIPKGD", self_path, 1);
+	CU_ASSERT_EQUAL(omni_connect(&c, NULL, OMNI_CONNECT_AUTOSTART), 0);
+	if (c) {
+		CU_ASSERT_EQUAL(omni_status(c, &r), 0);
+		CU_ASSERT_EQUAL(omni_reply_num(r, "pid"), 4242);
+		omni_reply_free(r);
+	}
+	omni_close(c);
+	unsetenv("OMNIPKGD");
+	unsetenv("OMNIPKG_RUNTIME_DIR");
+	unlink(sock);
+	unlink(bin);
+	rmdir(dir);
+}
+
+/* `--daemon`: listen on the default socket, answer one client from a child
+ * process, and exit 0 at once, as the real daemon's first process does. */
+static int fake_daemon_main(void)
+{
+	struct fake f = { 0 };
+	pid_t pid;
+
+	if (omni_default_socket(f.path, sizeof f.path) < 0 || (f.lfd = fake_listen(f.path)) < 0)
+		return 1;
+	f.script = script_status;
+	pid = fork();
+	if (pid < 0)
+		return 1;
+	if (pid > 0)
+		return 0;
+	alarm(10);
+	fake_main(&f);
+	unlink(f.path);
+	_exit(0);
+}
+
+int main(int argc, char **argv)
+{
+	CU_pSuite s;
+	ssize_t k;
+	unsigned fails;
+
+	if (argc > 1 && strcmp(argv[1], "--daemon") == 0)
+		return fake_daemon_main();
+	k = readlink("/proc/self/exe", self_path, sizeof self_path - 1);
+	if (k <= 0)
+		return 1;
+	self_path[k] = '\0';
+	unsetenv("OMNIPKG_DAEMON_CHILD");
+
+	if (CU_initialize_registry() != CUE_SUCCESS)
+		return 1;
+	s = CU_add_suite("client", NULL, NULL);
+	if (!s ||
+	    !CU_add_test(s, "connect, hello, status, accessors", test_connect_and_status) ||
+	    !CU_add_test(s, "refuses another protocol version", test_refuses_other_proto) ||
+	    !CU_add_test(s, "out-of-order replies matched by id", test_out_of_order) ||
+	    !CU_add_test(s, "frame over the maximum", test_frame_over_max) ||
+	    !CU_add_test(s, "server closes mid-reply", test_close_mid_reply) ||
+	    !CU_add_test(s, "malformed reply", test_bad_reply) ||
+	    !CU_add_test(s, "exec request and failed job", test_exec) ||
+	    !CU_add_test(s, "recv timeout keeps the handle", test_recv_timeout) ||
+	    !CU_add_test(s, "strerror", test_strerror) ||
+	    !CU_add_test(s, "no autostart inside a worker", test_no_autostart_in_worker) ||
+	    !CU_add_test(s, "autostart runs the daemon", test_autostart)) {
+		CU_cleanup_registry();
+		return 1;
+	}
+	CU_basic_set_mode(CU_BRM_VERBOSE);
+	CU_basic_run_tests();
+	fails = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
+	CU_cleanup_registry();
+	return fails ? 1 : 0;
+}
