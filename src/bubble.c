@@ -19,19 +19,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "errmsg.h"
 #include "paths.h"
-
-static int bubble_fail(int rc, char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return rc;
-}
 
 int bubble_path(const char *home, const char *tag, const struct spec_item *it, char *buf, size_t n)
 {
@@ -54,10 +43,10 @@ int bubble_resolve(const char *home, const struct interp *py, const struct spec 
 		const struct spec_item *it = &s->items[i];
 
 		if (bubble_path(home, py->tag, it, paths[i], 4096) < 0)
-			return bubble_fail(-ENAMETOOLONG, err, errlen, "bubble path for %s==%s is too long",
+			return errmsg_set(-ENAMETOOLONG, err, errlen, "bubble path for %s==%s is too long",
 					   it->name, it->version);
 		if (!bubble_is_dir(paths[i]))
-			return bubble_fail(-ENOENT, err, errlen,
+			return errmsg_set(-ENOENT, err, errlen,
 					   "no bubble %s==%s for python %d.%d (%s): run `omnipkg install %s==%s --python %d.%d`",
 					   it->name, it->version, py->major, py->minor, py->tag,
 					   it->name, it->version, py->major, py->minor);
@@ -128,7 +117,7 @@ static int bubble_install_one(const char *home, const struct interp *py, const s
 	int st, len;
 
 	if (bubble_path(home, py->tag, it, final, sizeof(final)) < 0)
-		return bubble_fail(-ENAMETOOLONG, err, errlen, "bubble path for %s==%s is too long",
+		return errmsg_set(-ENAMETOOLONG, err, errlen, "bubble path for %s==%s is too long",
 				   it->name, it->version);
 	if (bubble_is_dir(final))
 		return 0;
@@ -139,28 +128,28 @@ static int bubble_install_one(const char *home, const struct interp *py, const s
 	st = paths_mkdir_p(final, 0755);
 	*slash = '/';
 	if (st < 0)
-		return bubble_fail(st, err, errlen, "cannot create %.*s: %s", (int)(slash - final),
+		return errmsg_set(st, err, errlen, "cannot create %.*s: %s", (int)(slash - final),
 				   final, strerror(-st));
 	if (len < 0 || (size_t)len >= sizeof(tmp))
-		return bubble_fail(-ENAMETOOLONG, err, errlen, "bubble path for %s==%s is too long",
+		return errmsg_set(-ENAMETOOLONG, err, errlen, "bubble path for %s==%s is too long",
 				   it->name, it->version);
 	bubble_rm_tree(tmp);
 
 	st = bubble_pip(py, it, tmp, quiet);
 	if (st < 0) {
 		bubble_rm_tree(tmp);
-		return bubble_fail(st, err, errlen, "cannot run %s -m pip: %s", py->path, strerror(-st));
+		return errmsg_set(st, err, errlen, "cannot run %s -m pip: %s", py->path, strerror(-st));
 	}
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
 		bubble_rm_tree(tmp);
 		if (WIFSIGNALED(st))
-			return bubble_fail(-EIO, err, errlen, "pip install %s==%s for python %s (%s) killed by signal %d",
+			return errmsg_set(-EIO, err, errlen, "pip install %s==%s for python %s (%s) killed by signal %d",
 					   it->name, it->version, py->version, py->tag, WTERMSIG(st));
-		return bubble_fail(-EIO, err, errlen, "pip install %s==%s for python %s (%s) failed with exit status %d",
+		return errmsg_set(-EIO, err, errlen, "pip install %s==%s for python %s (%s) failed with exit status %d",
 				   it->name, it->version, py->version, py->tag, WEXITSTATUS(st));
 	}
 	if (!bubble_is_dir(tmp))
-		return bubble_fail(-EIO, err, errlen, "pip install %s==%s left no %s", it->name,
+		return errmsg_set(-EIO, err, errlen, "pip install %s==%s left no %s", it->name,
 				   it->version, tmp);
 	if (rename(tmp, final) < 0) {
 		int e = errno;
@@ -169,7 +158,7 @@ static int bubble_install_one(const char *home, const struct interp *py, const s
 		/* Another installer won the race: its bubble is just as good. */
 		if ((e == EEXIST || e == ENOTEMPTY) && bubble_is_dir(final))
 			return 0;
-		return bubble_fail(-e, err, errlen, "cannot move bubble into %s: %s", final, strerror(e));
+		return errmsg_set(-e, err, errlen, "cannot move bubble into %s: %s", final, strerror(e));
 	}
 	return 0;
 }
@@ -179,7 +168,7 @@ int bubble_install(const char *home, const struct interp *py, const struct spec 
 {
 	/* An exec failure in the child would only show as exit status 127. */
 	if (s->n && access(py->path, X_OK) < 0)
-		return bubble_fail(-errno, err, errlen, "cannot run python %s: %s", py->path,
+		return errmsg_set(-errno, err, errlen, "cannot run python %s: %s", py->path,
 				   strerror(errno));
 	for (int i = 0; i < s->n; i++) {
 		int rc = bubble_install_one(home, py, &s->items[i], quiet, err, errlen);

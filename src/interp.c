@@ -6,6 +6,7 @@
  * version directories) are trusted and a real path seen once is never
  * probed again.
  */
+#include "errmsg.h"
 #include "interp.h"
 
 #include <dirent.h>
@@ -24,18 +25,6 @@
 
 #define INTERP_PROBE_TIMEOUT_MS 10000
 #define INTERP_MIN_MAJOR 3 /* the worker runtime is Python 3 */
-
-static int interp_fail(int rc, char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return rc;
-}
 
 int interp_parse_version(const char *s, int *major, int *minor, int *micro)
 {
@@ -459,18 +448,18 @@ static int interp_resolve_path(const struct interp_set *set, const char *want, s
 			return 0;
 		}
 	if (!realpath(want, real))
-		return interp_fail(-ENOENT, err, errlen, "python %s: %s", want, strerror(errno));
+		return errmsg_set(-ENOENT, err, errlen, "python %s: %s", want, strerror(errno));
 	if ((rc = interp_find_real(set, real)) >= 0) {
 		*out = set->v[rc];
 		return 0;
 	}
 	rc = interp_probe(want, out);
 	if (rc < 0)
-		return interp_fail(rc == -ENOENT ? -ENOENT : -EINVAL, err, errlen,
+		return errmsg_set(rc == -ENOENT ? -ENOENT : -EINVAL, err, errlen,
 				   "python %s: not a working Python interpreter (%s)", want,
 				   strerror(-rc));
 	if (out->major < INTERP_MIN_MAJOR)
-		return interp_fail(-EINVAL, err, errlen, "python %s is %s; Python 3 is required",
+		return errmsg_set(-EINVAL, err, errlen, "python %s is %s; Python 3 is required",
 				   want, out->version);
 	return 0;
 }
@@ -484,10 +473,10 @@ int interp_resolve(const struct interp_set *set, const char *want, struct interp
 
 	if (!want || !want[0]) {
 		if (set->n == 0)
-			return interp_fail(-ENOENT, err, errlen, "no Python interpreter found");
+			return errmsg_set(-ENOENT, err, errlen, "no Python interpreter found");
 		if (set->default_idx < 0 || (size_t)set->default_idx >= set->n) {
 			interp_available(set, avail, sizeof(avail));
-			return interp_fail(-ENOENT, err, errlen,
+			return errmsg_set(-ENOENT, err, errlen,
 					   "the configured default python was not found; name one (available: %s)",
 					   avail);
 		}
@@ -500,7 +489,7 @@ int interp_resolve(const struct interp_set *set, const char *want, struct interp
 	parts = interp_parse_version(want, &major, &minor, &micro);
 	if (parts < 0) {
 		interp_available(set, avail, sizeof(avail));
-		return interp_fail(-EINVAL, err, errlen,
+		return errmsg_set(-EINVAL, err, errlen,
 				   "bad python '%.64s': give 3.11, 3.11.7 or an absolute path (available: %s)",
 				   want, avail);
 	}
@@ -515,7 +504,7 @@ int interp_resolve(const struct interp_set *set, const char *want, struct interp
 	}
 	if (!best) {
 		interp_available(set, avail, sizeof(avail));
-		return interp_fail(-ENOENT, err, errlen, "python %s not found (available: %s)",
+		return errmsg_set(-ENOENT, err, errlen, "python %s not found (available: %s)",
 				   want, avail);
 	}
 	*out = *best;

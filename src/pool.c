@@ -10,7 +10,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,23 +101,11 @@ static void pool_place(struct pool *p, const struct pool_req *r, struct job *j);
 
 /* ---- replies ---- */
 
-static cJSON *reply_fail(const char *reason, int err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+/* Job replies always carry stdout and stderr, empty when the job never ran. */
+#define reply_fail(reason, err, ...) job_reply_empty(proto_reply_error(err, reason, __VA_ARGS__))
 
-static cJSON *reply_fail(const char *reason, int err, const char *fmt, ...)
+static cJSON *job_reply_empty(cJSON *r)
 {
-	cJSON *r = cJSON_CreateObject();
-	char msg[4096];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
-	cJSON_AddBoolToObject(r, "ok", 0);
-	cJSON_AddStringToObject(r, "error", msg);
-	cJSON_AddStringToObject(r, "reason", reason);
-	if (err)
-		cJSON_AddNumberToObject(r, "errno", err);
 	cJSON_AddStringToObject(r, "stdout", "");
 	cJSON_AddStringToObject(r, "stderr", "");
 	return r;

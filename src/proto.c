@@ -7,6 +7,7 @@
 #include "proto.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -175,4 +176,22 @@ int proto_decode(const char *payload, size_t plen, cJSON **out, uint64_t *id,
 	}
 	*out = msg;
 	return op;
+}
+
+cJSON *proto_reply_error(int err, const char *reason, const char *fmt, ...)
+{
+	cJSON *r = cJSON_CreateObject();
+	char msg[4096];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	cJSON_AddBoolToObject(r, "ok", 0);
+	cJSON_AddStringToObject(r, "error", msg);
+	if (err)
+		cJSON_AddNumberToObject(r, "errno", err);
+	if (reason)
+		cJSON_AddStringToObject(r, "reason", reason);
+	return r;
 }

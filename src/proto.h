@@ -89,6 +89,13 @@ char *proto_encode(const cJSON *msg, size_t *len_out);
 int proto_decode(const char *payload, size_t plen, cJSON **out, uint64_t *id,
 		 char *err, size_t errlen);
 
+/*
+ * A failed reply: {"ok": false, "error": <text>, "errno": err} and, when
+ * reason is not NULL, "reason".  Caller owns it.
+ */
+cJSON *proto_reply_error(int err, const char *reason, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
 /* Op name for a number and back; NULL / -1 when unknown. */
 const char *proto_op_name(int op);
 int proto_op_code(const char *name);

@@ -9,7 +9,6 @@
  */
 #include <errno.h>
 #include <poll.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,23 +84,7 @@ static void conn_reply(struct conn *c, uint64_t id, cJSON *reply)
 	conn_update_events(c);
 }
 
-static void conn_error(struct conn *c, uint64_t id, int err, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static void conn_error(struct conn *c, uint64_t id, int err, const char *fmt, ...)
-{
-	cJSON *r = cJSON_CreateObject();
-	char msg[1024];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
-	cJSON_AddBoolToObject(r, "ok", 0);
-	cJSON_AddStringToObject(r, "error", msg);
-	cJSON_AddNumberToObject(r, "errno", err);
-	conn_reply(c, id, r);
-}
+#define conn_error(c, id, err, ...) conn_reply(c, id, proto_reply_error(err, NULL, __VA_ARGS__))
 
 static void conn_unref(struct conn *c)
 {

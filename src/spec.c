@@ -5,6 +5,7 @@
  * byte is checked against a small allow-list instead of looking for known
  * bad patterns; anything else is refused with the reason.
  */
+#include "errmsg.h"
 #include "spec.h"
 
 #include <ctype.h>
@@ -14,18 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-
-static int spec_fail(int rc, char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return rc;
-}
 
 /* Printable form of one byte for error messages; hostile bytes stay inert. */
 static const char *spec_show(char c, char buf[8])
@@ -102,33 +91,33 @@ static int spec_parse_version(const char *v, size_t len, const char *item, size_
 	char sb[8];
 
 	if (len == 0)
-		return spec_fail(-EINVAL, err, errlen, "missing version after '==' in '%.*s'",
+		return errmsg_set(-EINVAL, err, errlen, "missing version after '==' in '%.*s'",
 				 (int)ilen, item);
 	if (len > SPEC_VERSION_MAX)
-		return spec_fail(-ENAMETOOLONG, err, errlen, "version in '%.40s...' is %zu bytes, max %d",
+		return errmsg_set(-ENAMETOOLONG, err, errlen, "version in '%.40s...' is %zu bytes, max %d",
 				 item, len, SPEC_VERSION_MAX);
 	for (size_t i = 0; i < len; i++) {
 		if (spec_is_version_char(v[i]))
 			continue;
 		if (v[i] == '=' || v[i] == '<' || v[i] == '>' || v[i] == '~' || v[i] == '*')
-			return spec_fail(-EINVAL, err, errlen,
+			return errmsg_set(-EINVAL, err, errlen,
 					 "'%.*s': only exact pins 'name==version' are supported",
 					 (int)ilen, item);
 		if (spec_is_space(v[i]))
-			return spec_fail(-EINVAL, err, errlen, "whitespace inside version in '%.*s'",
+			return errmsg_set(-EINVAL, err, errlen, "whitespace inside version in '%.*s'",
 					 (int)ilen, item);
-		return spec_fail(-EINVAL, err, errlen, "invalid character '%s' in version of '%.*s'",
+		return errmsg_set(-EINVAL, err, errlen, "invalid character '%s' in version of '%.*s'",
 				 spec_show(v[i], sb), (int)ilen, item);
 	}
 	if (v[0] < '0' || v[0] > '9')
-		return spec_fail(-EINVAL, err, errlen, "version '%.*s' must start with a digit",
+		return errmsg_set(-EINVAL, err, errlen, "version '%.*s' must start with a digit",
 				 (int)len, v);
 	if (!spec_is_alnum(v[len - 1]))
-		return spec_fail(-EINVAL, err, errlen, "version '%.*s' must end with a letter or digit",
+		return errmsg_set(-EINVAL, err, errlen, "version '%.*s' must end with a letter or digit",
 				 (int)len, v);
 	for (size_t i = 1; i < len; i++)
 		if (v[i] == '.' && v[i - 1] == '.')
-			return spec_fail(-EINVAL, err, errlen, "version '%.*s' contains '..'",
+			return errmsg_set(-EINVAL, err, errlen, "version '%.*s' contains '..'",
 					 (int)len, v);
 	memcpy(out, v, len);
 	out[len] = '\0';
@@ -148,32 +137,32 @@ static int spec_parse_item(const char *s, size_t len, struct spec_item *it, char
 	while (p < len && spec_is_space(s[p]))
 		p++;
 	if (p == len)
-		return spec_fail(-EINVAL, err, errlen,
+		return errmsg_set(-EINVAL, err, errlen,
 				 "'%.*s' has no version: pin it as 'name==version'", (int)len, s);
 	if (nlen == 0) {
 		if (s[0] == '=')
-			return spec_fail(-EINVAL, err, errlen, "missing package name in '%.*s'",
+			return errmsg_set(-EINVAL, err, errlen, "missing package name in '%.*s'",
 					 (int)len, s);
-		return spec_fail(-EINVAL, err, errlen, "invalid character '%s' in '%.*s'",
+		return errmsg_set(-EINVAL, err, errlen, "invalid character '%s' in '%.*s'",
 				 spec_show(s[0], sb), (int)len, s);
 	}
 	if (p > nlen && spec_is_name_char(s[p]))
-		return spec_fail(-EINVAL, err, errlen, "whitespace inside package name in '%.*s'",
+		return errmsg_set(-EINVAL, err, errlen, "whitespace inside package name in '%.*s'",
 				 (int)len, s);
 	if (s[p] == '<' || s[p] == '>' || s[p] == '~' || s[p] == '!' ||
 	    (s[p] == '=' && (p + 1 >= len || s[p + 1] != '=')) ||
 	    (s[p] == '=' && p + 2 < len && s[p + 2] == '='))
-		return spec_fail(-EINVAL, err, errlen,
+		return errmsg_set(-EINVAL, err, errlen,
 				 "'%.*s': only exact pins 'name==version' are supported", (int)len, s);
 	if (s[p] != '=')
-		return spec_fail(-EINVAL, err, errlen, "invalid character '%s' in package name in '%.*s'",
+		return errmsg_set(-EINVAL, err, errlen, "invalid character '%s' in package name in '%.*s'",
 				 spec_show(s[p], sb), (int)len, s);
 	if (nlen > SPEC_NAME_MAX)
-		return spec_fail(-ENAMETOOLONG, err, errlen, "package name in '%.40s...' is %zu bytes, max %d",
+		return errmsg_set(-ENAMETOOLONG, err, errlen, "package name in '%.40s...' is %zu bytes, max %d",
 				 s, nlen, SPEC_NAME_MAX);
 	rc = spec_normalize_name(s, nlen, it->name, sizeof(it->name));
 	if (rc < 0)
-		return spec_fail(rc, err, errlen,
+		return errmsg_set(rc, err, errlen,
 				 "package name '%.*s' must start and end with a letter or digit",
 				 (int)nlen, s);
 	p += 2;
@@ -196,7 +185,7 @@ static int spec_build_canon(struct spec *out, char *err, size_t errlen)
 		w = snprintf(out->canon + o, sizeof(out->canon) - o, "%s%s==%s", i ? "," : "",
 			     out->items[i].name, out->items[i].version);
 		if (w < 0 || (size_t)w >= sizeof(out->canon) - o)
-			return spec_fail(-ENAMETOOLONG, err, errlen, "canonical spec exceeds %d bytes",
+			return errmsg_set(-ENAMETOOLONG, err, errlen, "canonical spec exceeds %d bytes",
 					 SPEC_MAX_LEN - 1);
 		o += (size_t)w;
 	}
@@ -211,15 +200,15 @@ int spec_parse(const char *in, size_t len, struct spec *out, char *err, size_t e
 
 	memset(out, 0, sizeof(*out));
 	if (!in || len == 0)
-		return spec_fail(-EINVAL, err, errlen, "empty spec");
+		return errmsg_set(-EINVAL, err, errlen, "empty spec");
 	if (len >= SPEC_MAX_LEN)
-		return spec_fail(-ENAMETOOLONG, err, errlen, "spec is %zu bytes, max %d", len,
+		return errmsg_set(-ENAMETOOLONG, err, errlen, "spec is %zu bytes, max %d", len,
 				 SPEC_MAX_LEN - 1);
 	if (memchr(in, '\0', len))
-		return spec_fail(-EINVAL, err, errlen, "spec contains a NUL byte");
+		return errmsg_set(-EINVAL, err, errlen, "spec contains a NUL byte");
 	spec_trim(&s, &slen);
 	if (slen == 0)
-		return spec_fail(-EINVAL, err, errlen, "empty spec");
+		return errmsg_set(-EINVAL, err, errlen, "empty spec");
 	if (slen == 4 && strncasecmp(s, "base", 4) == 0) {
 		strcpy(out->canon, "base");
 		return 0;
@@ -234,9 +223,9 @@ int spec_parse(const char *in, size_t len, struct spec *out, char *err, size_t e
 		ilen = (size_t)((comma ? comma : end) - s);
 		spec_trim(&item, &ilen);
 		if (ilen == 0)
-			return spec_fail(-EINVAL, err, errlen, "empty item in spec (stray ',')");
+			return errmsg_set(-EINVAL, err, errlen, "empty item in spec (stray ',')");
 		if (out->n == SPEC_MAX_ITEMS)
-			return spec_fail(-E2BIG, err, errlen, "too many packages in spec, max %d",
+			return errmsg_set(-E2BIG, err, errlen, "too many packages in spec, max %d",
 					 SPEC_MAX_ITEMS);
 		rc = spec_parse_item(item, ilen, &out->items[out->n], err, errlen);
 		if (rc < 0)
@@ -250,7 +239,7 @@ int spec_parse(const char *in, size_t len, struct spec *out, char *err, size_t e
 	qsort(out->items, (size_t)out->n, sizeof(out->items[0]), spec_item_cmp);
 	for (int i = 1; i < out->n; i++)
 		if (strcmp(out->items[i].name, out->items[i - 1].name) == 0)
-			return spec_fail(-EINVAL, err, errlen, "package '%s' appears more than once",
+			return errmsg_set(-EINVAL, err, errlen, "package '%s' appears more than once",
 					 out->items[i].name);
 	return spec_build_canon(out, err, errlen);
 }
