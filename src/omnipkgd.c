@@ -24,6 +24,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 #include "config.h"
+#include "fusefs.h"
 #include "interp.h"
 #include "logx.h"
 #include "loop.h"
@@ -40,6 +41,7 @@ struct daemon {
 	struct interp_set py;
 	struct pool *pool;
 	struct server *srv;
+	struct fusefs *fs;
 	char rtdir[PATH_MAX], home[PATH_MAX], sock[PATH_MAX], pidfile[PATH_MAX + 16];
 	char worker[PATH_MAX + 16], log[PATH_MAX + 16];
 	int sigfd, pidfd;
@@ -48,10 +50,11 @@ struct daemon {
 
 static void usage(FILE *f)
 {
-	fputs("usage: omnipkgd [--foreground | --daemon] [--config FILE] [--log FILE] [--verbose]\n"
+	fputs("usage: omnipkgd [--foreground | --daemon] [--mount DIR] [--config FILE] [--log FILE] [--verbose]\n"
 	      "\n"
 	      "  --foreground   stay attached, log to stderr (the default)\n"
 	      "  --daemon       detach; return once the socket accepts (log: <runtime>/omnipkgd.log)\n"
+	      "  --mount DIR    serve the control filesystem at DIR (default: config \"mount\")\n"
 	      "  --config FILE  settings (default $OMNIPKG_CONFIG or $OMNIPKG_HOME/config.json)\n"
 	      "  --log FILE     log file for --daemon\n"
 	      "  --verbose      log debug detail\n"
@@ -212,6 +215,7 @@ int main(int argc, char **argv)
 		{ "daemon", no_argument, NULL, 'd' },
 		{ "config", required_argument, NULL, 'c' },
 		{ "log", required_argument, NULL, 'l' },
+		{ "mount", required_argument, NULL, 'm' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
@@ -219,16 +223,17 @@ int main(int argc, char **argv)
 	};
 	struct daemon d = { .sigfd = -1, .pidfd = -1 };
 	struct server_ctx ctx;
-	const char *config_path = NULL, *log_path = NULL;
+	const char *config_path = NULL, *log_path = NULL, *mount = NULL;
 	char err[1024];
 	int daemonize = 0, notify = -1, o, r;
 
-	while ((o = getopt_long(argc, argv, "fdc:l:vVh", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "fdc:l:m:vVh", opts, NULL)) != -1) {
 		switch (o) {
 		case 'f': daemonize = 0; break;
 		case 'd': daemonize = 1; break;
 		case 'c': config_path = optarg; break;
 		case 'l': log_path = optarg; break;
+		case 'm': mount = optarg; break;
 		case 'v': logx_level(LOGX_DEBUG); break;
 		case 'V': printf("omnipkgd %s\n", OMNI_VERSION); return 0;
 		case 'h': usage(stdout); return 0;
@@ -304,6 +309,21 @@ int main(int argc, char **argv)
 	}
 	logx(LOGX_INFO, "omnipkgd %s listening on %s (%zu interpreters, home %s)", OMNI_VERSION,
 	     d.sock, d.py.n, d.home);
+	if (!mount && d.cfg.mount[0])
+		mount = d.cfg.mount;
+	if (mount && *mount) {
+		struct fusefs_ctx fctx = { .loop = d.loop, .pool = d.pool, .cfg = &d.cfg, .py = &d.py,
+					   .home = d.home, .rtdir = d.rtdir };
+
+		d.fs = fusefs_mount(&fctx, mount, err, sizeof err);
+		if (!d.fs) {
+			logx(LOGX_ERR, "cannot mount %s: %s", mount, err);
+			server_free(d.srv);
+			pool_free(d.pool);
+			return 111;
+		}
+		logx(LOGX_INFO, "control filesystem mounted at %s", mount);
+	}
 	if (notify >= 0) {
 		if (write(notify, "R", 1) != 1)
 			logx(LOGX_WARN, "could not tell the starting process that we are up");
@@ -317,7 +337,9 @@ int main(int argc, char **argv)
 
 	/* Stop: no new clients, fail what runs, tell the clients, clean up. */
 	server_stop_listening(d.srv);
-	pool_free(d.pool);
+	pool_free(d.pool);         /* fails running jobs: their readers get answers */
+	if (d.fs)
+		fusefs_unmount(d.fs);  /* after the pool: no job callback reaches it later */
 	server_drain(d.srv, 1.0);
 	server_free(d.srv);
 	unlink(d.pidfile);
