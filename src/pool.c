@@ -27,6 +27,7 @@
 
 #define WORKER_FRAME_MAX (PROTO_MAX_FRAME)
 #define DEATH_GRACE 2.0     /* seconds between EOF and giving up on the exit status */
+#define SPAWN_TIMEOUT 30.0  /* seconds a new worker may take to say "ready" */
 
 enum wstate { W_SPAWNING, W_IDLE, W_BUSY, W_DEAD };
 static const char *wstate_name[] = { "starting", "idle", "busy", "dead" };
@@ -327,6 +328,16 @@ static void zygote_io(struct loop *l, int fd, uint32_t ev, void *ud)
 		zygote_lost(z, r == -EPIPE ? "zygote exited" : "zygote channel broken");
 }
 
+/* A worker that never says "ready" (a hung interpreter or zygote) must
+ * not hold its queue forever. */
+static void worker_spawn_timeout(struct loop *l, void *ud)
+{
+	struct worker *w = ud;
+
+	w->tmo = NULL;
+	worker_spawn_failed(w, "not ready after 30 s");
+}
+
 static struct worker *worker_new(struct pool *p, const char *spec, const struct interp *py,
 				 const char *tag, char paths[][4096], int npaths, int once)
 {
@@ -357,6 +368,7 @@ static struct worker *worker_new(struct pool *p, const char *spec, const struct 
 	w->next = p->workers;
 	p->workers = w;
 	p->spawned++;
+	w->tmo = loop_timer_add(p->loop, SPAWN_TIMEOUT, worker_spawn_timeout, w);
 
 	if (p->cfg->zygote) {
 		struct zygote *z = zygote_get(p, py);
@@ -462,8 +474,10 @@ static void worker_spawn_failed(struct worker *w, const char *why)
 	if (w->pid > 0 && !w->reaped) {
 		w->state = W_DEAD;
 		worker_close_channel(w);
+		loop_timer_cancel(w->pool->loop, w->tmo);
+		w->tmo = NULL;
 		kill(w->pid, SIGKILL);
-		return;
+		return;   /* freed when reaped */
 	}
 	worker_free(w);
 }
@@ -636,6 +650,8 @@ static void worker_io(struct loop *l, int fd, uint32_t ev, void *ud)
 			w->pid = (pid_t)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(m, "pid"));
 			w->start_ms = (loop_now() - w->t_spawn) * 1000;
 			w->state = W_IDLE;
+			loop_timer_cancel(l, w->tmo);
+			w->tmo = NULL;
 			logx(LOGX_INFO, "worker %d for %s on python %s ready in %.1f ms (%s)", (int)w->pid,
 			     w->spec, w->py.version, w->start_ms, w->via_zygote ? "zygote fork" : "fresh");
 			cJSON_Delete(m);

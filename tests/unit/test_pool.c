@@ -319,6 +319,36 @@ static void unstartable(int zygote)
 	pys.n--;   /* drop the fake interpreter again */
 }
 
+/* An interpreter that hangs instead of starting: the queue is failed,
+ * not held forever.  (The spawn timeout is 30 s.) */
+static void test_hung_interpreter_times_out(void)
+{
+	char script[128];
+	struct interp hung = { .version = "3.98.0", .major = 3, .minor = 98, .micro = 0,
+			       .tag = "cp398", .source = INTERP_CONFIG };
+	FILE *f;
+
+	snprintf(script, sizeof script, "%s/hung-python", home);
+	f = fopen(script, "w");
+	CU_ASSERT_FATAL(f != NULL);
+	fputs("#!/bin/sh\nexec sleep 600\n", f);
+	fclose(f);
+	chmod(script, 0755);
+	snprintf(hung.path, sizeof hung.path, "%s", script);
+	setup_cfg(0, 8);
+	CU_ASSERT_FATAL(interp_add(&pys, &hung) == 0);
+	CU_ASSERT_FATAL(start_pool() == 0);
+	submit(0, "base", "3.98", NULL, "pass", 0);
+	run_until(1);
+	CU_ASSERT_FALSE(timed_out);
+	CU_ASSERT_STRING_EQUAL(str(replies[0], "reason"), "spawn");
+	CU_ASSERT_PTR_NOT_NULL(strstr(str(replies[0], "error"), "not ready"));
+	settle(0.3);
+	CU_ASSERT_EQUAL(live_workers(), 0);
+	stop_pool();
+	pys.n--;
+}
+
 static void test_unstartable_fresh(void) { unstartable(0); }
 static void test_unstartable_zygote(void) { unstartable(1); }
 
@@ -339,6 +369,7 @@ int main(void)
 	CU_add_test(s, "refusals", test_refusals);
 	CU_add_test(s, "unstartable interpreter, fresh", test_unstartable_fresh);
 	CU_add_test(s, "unstartable interpreter, zygote", test_unstartable_zygote);
+	CU_add_test(s, "hung interpreter times out", test_hung_interpreter_times_out);
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	CU_basic_run_tests();
 	failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
