@@ -49,12 +49,7 @@ test: setup bubbles
 	ctest --test-dir $(BUILD_DIR) --output-on-failure
 
 bench: setup bubbles
-	@if [ -f bench/run.sh ]; then \
-		echo "$(if $(QUICK),QUICK=$(QUICK) )bash bench/run.sh"; \
-		$(if $(QUICK),QUICK=$(QUICK) )bash bench/run.sh; \
-	else \
-		echo "bench: bench/run.sh does not exist yet, nothing to run"; \
-	fi
+	$(if $(QUICK),QUICK=$(QUICK) )bash bench/run.sh
 
 install:
 	@[ -f $(BUILD_DIR)/CMakeCache.txt ] || { echo "install: nothing built; run make build first" >&2; exit 1; }

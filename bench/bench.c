@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -117,6 +118,30 @@ cJSON *bench_row(const char *row, const struct bench_stats *s, double ref_p50, c
 	return o;
 }
 
+void bench_row_hist(cJSON *row, const double *v, size_t n)
+{
+	enum { BINS = 40 };
+	double edges[BINS + 1], counts[BINS] = { 0 }, lo, hi;
+	cJSON *h;
+
+	if (n == 0 || v[0] <= 0)
+		return;
+	lo = log(v[0]);
+	hi = log(v[n - 1]);
+	if (hi <= lo)
+		hi = lo + 1e-6;
+	for (int i = 0; i <= BINS; i++)
+		edges[i] = exp(lo + (hi - lo) * i / BINS);
+	for (size_t i = 0; i < n; i++) {
+		int b = (int)((log(v[i]) - lo) / (hi - lo) * BINS);
+
+		counts[b < 0 ? 0 : b >= BINS ? BINS - 1 : b]++;
+	}
+	h = cJSON_AddObjectToObject(row, "hist");
+	cJSON_AddItemToObject(h, "edges", cJSON_CreateDoubleArray(edges, BINS + 1));
+	cJSON_AddItemToObject(h, "counts", cJSON_CreateDoubleArray(counts, BINS));
+}
+
 static void read_cmd(const char *cmd, char *buf, size_t n)
 {
 	FILE *f = popen(cmd, "r");
@@ -199,7 +224,7 @@ int bench_write(const char *name, cJSON *rows)
 	return 0;
 }
 
-double bench_unix_rtt(struct bench_stats *out)
+double *bench_unix_rtt(struct bench_stats *out)
 {
 	size_t n = bench_iters(20000, 2000);
 	double *v = calloc(n, sizeof *v);
@@ -207,8 +232,10 @@ double bench_unix_rtt(struct bench_stats *out)
 	int sv[2];
 	pid_t pid;
 
-	if (!v || socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0)
-		return 0;
+	if (!v || socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) {
+		free(v);
+		return NULL;
+	}
 	pid = fork();
 	if (pid == 0) {
 		close(sv[0]);
@@ -239,8 +266,7 @@ double bench_unix_rtt(struct bench_stats *out)
 	close(sv[0]);
 	waitpid(pid, NULL, 0);
 	*out = bench_stats(v, n);
-	free(v);
-	return out->p50;
+	return v;
 }
 
 int bench_daemon_start(const char *config_json)

@@ -32,14 +32,19 @@ void bench_line(const char *row, const struct bench_stats *s, double ref_p50, co
  * and, when ref_p50 > 0, reference and ratio_p50. */
 cJSON *bench_row(const char *row, const struct bench_stats *s, double ref_p50, const char *ref_name);
 
+/* Adds "hist": 40 log-spaced bins over the sorted samples v (as
+ * bench_stats leaves them), {"edges": [...], "counts": [...]}, for plots. */
+void bench_row_hist(cJSON *row, const double *v, size_t n);
+
 /* Writes {"benchmark", "machine", "rows": rows} to results/<name>.json
  * (rows taken).  The machine block: cpu, cores, kernel, date, commit,
  * omnipkgd version.  0 or -errno. */
 int bench_write(const char *name, cJSON *rows);
 
-/* The Unix-socket ping-pong round trip of this machine, measured now
- * (p50 seconds), with the same payload size as a small request. */
-double bench_unix_rtt(struct bench_stats *out);
+/* The Unix-socket ping-pong round trip of this machine, measured now, with
+ * the same payload size as a small request.  Returns the samples, sorted
+ * (caller frees), or NULL; *out gets their statistics. */
+double *bench_unix_rtt(struct bench_stats *out);
 
 /*
  * Starts omnipkgd (built beside the runner) on a private runtime dir with

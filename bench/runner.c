@@ -9,6 +9,7 @@
 
 int bench_hot_exec(void);
 int bench_cold_start(void);
+int bench_transfer(void);
 
 static const struct {
 	const char *name;
@@ -16,6 +17,7 @@ static const struct {
 } benches[] = {
 	{ "hot_exec", bench_hot_exec },
 	{ "cold_start", bench_cold_start },
+	{ "transfer", bench_transfer },
 };
 
 int main(int argc, char **argv)

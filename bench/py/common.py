@@ -1,0 +1,224 @@
+"""Shared helpers of the Python benchmark drivers (stdlib only, Python 3.9+).
+
+Results go to $OMNI_RESULTS_DIR (default results/) as one JSON file per
+driver, in the same shape bench.c writes for the C rows:
+
+    {"benchmark": name, "quick": bool, "machine": {...}, "rows": [...]}
+
+A measured row: name, unit "s", n, p50, p99, mean, min, max, and a
+histogram of its samples (log-spaced bins) for the latency plots.  A row
+that could not run: {"name", "status": "unavailable", "why"}.  Every
+file carries the run id ($OMNI_BENCH_RUN) so the report never mixes runs.
+"""
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def quick():
+    q = os.environ.get("QUICK", "")
+    return bool(q) and q != "0"
+
+
+def iters(full, short):
+    return short if quick() else full
+
+
+def now():
+    return time.perf_counter()
+
+
+def pct(sorted_v, p):
+    if not sorted_v:
+        return 0.0
+    idx = p * (len(sorted_v) - 1)
+    lo = int(idx)
+    if lo + 1 >= len(sorted_v):
+        return sorted_v[-1]
+    return sorted_v[lo] + (sorted_v[lo + 1] - sorted_v[lo]) * (idx - lo)
+
+
+def histogram(sorted_v, bins=40):
+    """Log-spaced bins over [min, max]: {"edges": [...], "counts": [...]}."""
+    lo, hi = sorted_v[0], sorted_v[-1]
+    if lo <= 0 or hi <= lo * 1.0001:
+        return {"edges": [lo, hi if hi > lo else lo * 1.01 + 1e-9], "counts": [len(sorted_v)]}
+    a, b = math.log(lo), math.log(hi)
+    edges = [math.exp(a + (b - a) * i / bins) for i in range(bins + 1)]
+    counts = [0] * bins
+    for x in sorted_v:
+        i = min(bins - 1, int((math.log(x) - a) / (b - a) * bins))
+        counts[i] += 1
+    return {"edges": edges, "counts": counts}
+
+
+def row(name, samples, ref=None, extra=None):
+    """A measured row from samples (seconds).  ref: (name, p50) of the row
+    it is compared with in the same run, or None."""
+    v = sorted(samples)
+    r = {"name": name, "unit": "s", "n": len(v), "p50": pct(v, 0.5), "p99": pct(v, 0.99),
+         "mean": sum(v) / len(v), "min": v[0], "max": v[-1], "hist": histogram(v)}
+    if ref and ref[1] > 0:
+        r.update(reference=ref[0], reference_p50=ref[1], ratio_p50=r["p50"] / ref[1])
+    if extra:
+        r.update(extra)
+    line(r)
+    return r
+
+
+def value_row(name, value, unit, extra=None):
+    """A single measured value (memory in bytes, a count...)."""
+    r = {"name": name, "unit": unit, "value": value}
+    if extra:
+        r.update(extra)
+    if unit == "B":
+        print("%-34s %10.2f MiB" % (name, value / 2**20), flush=True)
+    else:
+        print("%-34s %10g %s" % (name, value, unit), flush=True)
+    return r
+
+
+def unavailable(name, why):
+    print("%-34s unavailable: %s" % (name, why), flush=True)
+    return {"name": name, "status": "unavailable", "why": why}
+
+
+def human(s):
+    if s < 1e-3:
+        return "%7.1f us" % (s * 1e6)
+    if s < 1:
+        return "%7.2f ms" % (s * 1e3)
+    return "%7.3f s " % s
+
+
+def line(r):
+    s = "%-34s p50 %s  p99 %s  n %6d" % (r["name"], human(r["p50"]), human(r["p99"]), r["n"])
+    if "ratio_p50" in r:
+        s += "  %6.2f x %s" % (r["ratio_p50"], r["reference"])
+    print(s, flush=True)
+
+
+def _cmd(argv):
+    try:
+        return subprocess.run(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def machine(versions=None):
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for ln in f:
+                if ln.startswith("model name"):
+                    cpu = ln.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    u = os.uname()
+    m = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": "%s %s %s" % (u.sysname, u.release, u.machine),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": _cmd(["git", "rev-parse", "--short", "HEAD"]),
+        "dirty": bool(_cmd(["git", "status", "--porcelain", "--untracked-files=no"])),
+        "python": "%s (%s)" % (platform.python_version(), sys.executable),
+        "run": os.environ.get("OMNI_BENCH_RUN", ""),
+    }
+    if versions:
+        m["versions"] = versions
+    return m
+
+
+def write(name, rows, versions=None):
+    d = os.environ.get("OMNI_RESULTS_DIR") or os.path.join(REPO, "results")
+    os.makedirs(d, exist_ok=True)
+    doc = {"benchmark": name, "quick": quick(), "machine": machine(versions), "rows": rows}
+    path = os.path.join(d, name + ".json")
+    with open(path + ".part", "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    os.replace(path + ".part", path)
+    print("  -> %s" % os.path.relpath(path, REPO), flush=True)
+
+
+# ----------------------------------------------------------- /proc memory
+
+def smaps_rollup(pid):
+    """{"rss", "pss", "uss"} in bytes from /proc/PID/smaps_rollup, or None."""
+    try:
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            kv = {}
+            for ln in f:
+                parts = ln.split()
+                if len(parts) >= 3 and parts[0].endswith(":") and parts[2] == "kB":
+                    kv[parts[0][:-1]] = int(parts[1]) * 1024
+    except OSError:
+        return None
+    return {"rss": kv.get("Rss", 0), "pss": kv.get("Pss", 0),
+            "uss": kv.get("Private_Clean", 0) + kv.get("Private_Dirty", 0)}
+
+
+def children(pid):
+    """Direct children of pid (from /proc/*/stat)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                st = f.read()
+            ppid = int(st[st.rindex(")") + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid:
+            out.append(int(d))
+    return out
+
+
+def descendants(pid):
+    out, todo = [], [pid]
+    while todo:
+        for c in children(todo.pop()):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def bare_interpreter_memory(python, imports, env=None):
+    """smaps_rollup of a bare `python` that has run `imports` and sits idle
+    (the baseline a worker's extra memory is measured over)."""
+    code = imports + "\nimport sys\nsys.stdout.write('ready\\n'); sys.stdout.flush(); sys.stdin.read()"
+    p = subprocess.Popen([python, "-s", "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         env=env, text=True)
+    try:
+        if p.stdout.readline().strip() != "ready":
+            return None
+        time.sleep(0.2)
+        return smaps_rollup(p.pid)
+    finally:
+        p.stdin.close()
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+if __name__ == "__main__":
+    # python3 common.py unavailable BENCHMARK WHY NAME...: a result file of
+    # unavailable rows, for a driver that could not run at all.
+    if len(sys.argv) >= 5 and sys.argv[1] == "unavailable":
+        write(sys.argv[2], [unavailable(nm, sys.argv[3]) for nm in sys.argv[4:]])
+        sys.exit(0)
+    sys.stderr.write("usage: common.py unavailable BENCHMARK WHY NAME...\n")
+    sys.exit(100)

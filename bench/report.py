@@ -1,0 +1,415 @@
+#!/usr/bin/env python3
+"""Generates BENCHMARKS.md and its plots from results/*.json (stdlib only).
+
+    python3 bench/report.py [--results DIR] [--out BENCHMARKS.md]
+
+Every result file must come from the same run (machine.run, set from
+$OMNI_BENCH_RUN by bench/run.sh); files of different runs are refused with
+the list of what came from where.  Plots are drawn by gnuplot from the
+scripts bench/latency.gp and bench/transfer.gp into DIR/*.png; without
+gnuplot the report says so and goes on.
+"""
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+CLAIMS = {   # the seed document's numbers, quoted as claims
+    "hot": ("~2 ms", 2e-3), "cold": ("~300 ms", 0.3), "mem": ("~330 MB", 330e6),
+    "shm1": ("~14 ms", 14e-3), "json": ("~10 ms", 10e-3),
+}
+
+
+def load(results):
+    docs = {}
+    for path in sorted(glob.glob(os.path.join(results, "*.json"))):
+        with open(path) as f:
+            docs[os.path.basename(path)[:-5]] = json.load(f)
+    if not docs:
+        sys.exit("report: no results in %s; run make bench" % results)
+    runs = {}
+    for name, d in docs.items():
+        runs.setdefault(d.get("machine", {}).get("run", ""), []).append(name)
+    if len(runs) > 1:
+        detail = "; ".join("run %r: %s" % (r or "(none)", ", ".join(n)) for r, n in sorted(runs.items()))
+        sys.exit("report: refusing to mix results of different runs (%s). Run the whole suite "
+                 "again (make bench) so that every file comes from one run." % detail)
+    rows = {}
+    for name, d in docs.items():
+        for r in d.get("rows", []):
+            r = dict(r, _file=name)
+            rows[r["name"]] = r
+    return docs, rows
+
+
+# ------------------------------------------------------------- formatting
+
+def t(s):
+    if s is None:
+        return "—"
+    if s < 1e-3:
+        return "%.1f µs" % (s * 1e6)
+    if s < 1:
+        return "%.2f ms" % (s * 1e3)
+    return "%.2f s" % s
+
+
+def b(x):
+    return "%.1f MiB" % (x / 2**20) if abs(x) >= 2**20 else "%.0f KiB" % (x / 1024)
+
+
+class R:
+    """Looks rows up; missing and unavailable rows read as None with a reason."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def get(self, name):
+        r = self.rows.get(name)
+        if r is None or r.get("status") == "unavailable":
+            return None
+        return r
+
+    def why(self, name):
+        r = self.rows.get(name)
+        if r is None:
+            return "not measured (no row %s)" % name
+        return r.get("why", "")
+
+    def p50(self, name):
+        r = self.get(name)
+        if r is None:
+            return None
+        return r.get("p50", r.get("value"))
+
+    def cell(self, name, kind="t"):
+        r = self.get(name)
+        if r is None:
+            why = self.why(name)
+            if why.startswith("not available yet"):
+                return "not available yet"
+            if why.startswith("not available"):
+                return "not available"
+            return "unavailable¹"
+        if "p50" in r:
+            return "%s (p99 %s, n %d)" % (t(r["p50"]), t(r["p99"]), r["n"])
+        return b(r["value"]) if r["unit"] == "B" else (t(r["value"]) if r["unit"] == "s" else str(r["value"]))
+
+
+def cell_text(s, limit=160):
+    """Text made safe for a table cell."""
+    s = str(s).replace("|", "/").replace("\n", " ")
+    return s if len(s) <= limit else s[:limit - 1] + "…"
+
+
+def ratio(a, c):
+    if a is None or c is None or c == 0:
+        return "—"
+    q = a / c
+    return ("%.2f×" if q >= 0.1 else "%.2g×") % q
+
+
+# ---------------------------------------------------------------- plots
+
+def plot_latency(rows, results, series):
+    """One .dat file per series (the cumulative distribution from the row's
+    histogram); returns the
+    PNG name or None."""
+    names, titles = [], []
+    for name, title in series:
+        r = rows.get(name)
+        if not r or "hist" not in r:
+            continue
+        h = r["hist"]
+        e, c = h["edges"], h["counts"]
+        tot = float(sum(c)) or 1.0
+        path = os.path.join(results, "lat_%s.dat" % name)
+        with open(path, "w") as f:
+            f.write("# %s: latency (us, bin upper edge), share of calls at or below it\n" % name)
+            f.write("%.6g 0\n" % (e[0] * 1e6))
+            acc = 0
+            for i, k in enumerate(c):
+                acc += k
+                f.write("%.6g %.6g\n" % (e[i + 1] * 1e6, acc / tot))
+        names.append(os.path.basename(path))
+        titles.append(title)
+    if not names:
+        return None
+    return gnuplot("latency.gp", results, "latency.png", names, titles)
+
+
+def plot_transfer(rows, results):
+    series = []
+    for prefix, title in (("omnipkg_zero_copy_", "omnipkg 3.4.1 execute_zero_copy"),
+                          ("memcpy_", "memcpy of the same bytes (floor)"), ("shm_transfer_", "omnipkgd SHM")):
+        pts = []
+        for label, size in (("1MB", 1 << 20), ("64MB", 64 << 20), ("1GB", 1 << 30)):
+            r = rows.get(prefix + label)
+            if r and "p50" in r:
+                pts.append((size, r["p50"]))
+        if pts:
+            path = os.path.join(results, "xfer_%s.dat" % prefix.rstrip("_"))
+            with open(path, "w") as f:
+                f.write("# %s: bytes, p50 seconds\n" % title)
+                for size, v in pts:
+                    f.write("%d %.6g\n" % (size, v))
+            series.append((os.path.basename(path), title))
+    if not series:
+        return None
+    return gnuplot("transfer.gp", results, "transfer.png", [s[0] for s in series], [s[1] for s in series])
+
+
+def gnuplot(script, results, png, files, titles):
+    if not shutil.which("gnuplot"):
+        print("report: gnuplot not found; %s not drawn" % png, file=sys.stderr)
+        return None
+    cmd = ["gnuplot", "-e", "files='%s'; titles='%s'; out='%s'" % (" ".join(files), " ".join('"%s"' % x.replace("'", "").replace('"', "") for x in titles), png),
+           os.path.join(HERE, script)]
+    r = subprocess.run(cmd, cwd=results, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    if r.returncode != 0:
+        print("report: gnuplot %s failed: %s" % (script, r.stderr.strip()), file=sys.stderr)
+        return None
+    return png
+
+
+# ---------------------------------------------------------------- report
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--results", default=os.path.join(REPO, "results"))
+    ap.add_argument("--out", default=os.path.join(REPO, "BENCHMARKS.md"))
+    a = ap.parse_args()
+    results = os.path.abspath(a.results)
+    docs, rows = load(results)
+    x = R(rows)
+    any_doc = next(iter(docs.values()))
+    m = dict(any_doc.get("machine", {}))
+    quick = any(d.get("quick") for d in docs.values())
+    rtt = x.p50("unix_socket_rtt")
+    hot_py = x.p50("hot_exec_python_client")
+    out = []
+    w = out.append
+
+    w("# Benchmarks")
+    w("")
+    w("Generated by `bench/report.py` from `results/*.json` of one run of `make bench%s`; "
+      "do not edit by hand." % (" QUICK=1" if quick else ""))
+    w("")
+    w("| machine | |")
+    w("|---|---|")
+    w("| CPU | %s (%s cores) |" % (m.get("cpu", "?"), m.get("cores", "?")))
+    w("| kernel | %s |" % m.get("kernel", "?"))
+    w("| date | %s |" % m.get("date", "?"))
+    w("| commit | %s%s |" % (m.get("commit", "?"), " (uncommitted changes)" if any(
+        d.get("machine", {}).get("dirty") for d in docs.values()) else ""))
+    w("| run id | %s%s |" % (m.get("run", "?"), " — QUICK (smoke run: few samples)" if quick else ""))
+    vers = []
+    if "omnipkgd" in m:
+        vers.append("omnipkgd %s" % m["omnipkgd"])
+    for d in docs.values():
+        for k, v in (d.get("machine", {}).get("versions") or {}).items():
+            if isinstance(v, str) and v:
+                vers.append(v if v.startswith(k + " ") else "%s %s" % (k, v))
+    w("| versions | %s |" % ", ".join(sorted(set(vers))))
+    w("")
+
+    un = [r for r in rows.values() if r.get("status") == "unavailable"]
+
+    # --- summary
+    w("## Summary")
+    w("")
+    w("Times are p50 (p99 and the number of measured calls in brackets). *Claim* is the seed "
+      "document's number, quoted, not measured. *Floor* is the reference measured beside it in "
+      "the same run. Every measured call's answer was checked; a row that could not run says so.")
+    w("")
+    w("| row | claim | omnipkg 3.4.1 | ours | floor / reference | ratio ours/floor | speed-up over omnipkg |")
+    w("|---|---|---|---|---|---|---|")
+
+    def line(label, claim, peer, ours, floor, floor_label=None, floor_val=None, mem=False):
+        pv, ov = x.p50(peer) if peer else None, x.p50(ours) if ours else None
+        fv = floor_val if floor_val is not None else (x.p50(floor) if floor else None)
+        fcell = floor_label if floor_label else (x.cell(floor) if floor else "—")
+        if floor and not floor_label:
+            fcell = "%s: %s" % (floor.replace("_", " "), fcell)
+        w("| %s | %s | %s | %s | %s | %s | %s |" % (
+            label, claim or "—", x.cell(peer) if peer else "—", x.cell(ours) if ours else "—", fcell,
+            ratio(ov, fv), ratio(pv, ov) if pv is not None and ov is not None else "—"))
+
+    line("hot exec `pass`, socket, C client", CLAIMS["hot"][0], "omnipkg_hot_execute_shm",
+         "hot_exec_socket_c", "unix_socket_rtt")
+    line("hot exec `pass`, Python DaemonClient", CLAIMS["hot"][0], "omnipkg_hot_execute_shm",
+         "hot_exec_python_client", "unix_socket_rtt")
+    line("hot exec, CLI `omnipkg exec` (whole process)", None, None, "hot_exec_cli", "python_c_pass")
+    line("hot exec, FUSE (open, write, read, close)", None, None, "hot_exec_fuse", "unix_socket_rtt")
+    line("stdlib multiprocessing forkserver `Pool.apply`", None, None, "forkserver_pool_apply", "unix_socket_rtt")
+    line("cold start, fresh interpreter + `import numpy`", CLAIMS["cold"][0], "omnipkg_cold_new_worker",
+         "cold_exec_numpy_job", "python_c_import_numpy")
+    line("cold start, zygote fork + `import numpy`", CLAIMS["cold"][0], "omnipkg_cold_new_worker",
+         "zygote_numpy_job", "python_c_import_numpy")
+    line("worker start from a warm zygote", None, None, "zygote_worker_start", "python_c_pass")
+    line("first call after daemon start", None, "omnipkg_first_call", None, None)
+    line("C-extension swap, numpy 1.26.4 ⇄ 2.2.6, hot", None, "omnipkg_cext_swap", "cext_swap_hot",
+         "cext_swap_fresh_subprocess")
+    line("cross-interpreter 3.9 → 3.11 → 3.13, each hop hot", None, "omnipkg_cross_interpreter_pipeline",
+         "cross_interpreter_pipeline", None, floor_label="3 × Unix RTT: %s" % t(3 * rtt if rtt else None),
+         floor_val=3 * rtt if rtt else None)
+    line("daemon RSS", None, "omnipkg_daemon_rss", "daemon_rss", None)
+    line("per worker (numpy) USS over a bare interpreter", CLAIMS["mem"][0], "omnipkg_worker_uss_over_bare",
+         "worker_numpy_uss_over_bare", "bare_python_numpy_uss")
+    line("per worker (numpy) PSS over a bare interpreter", None, "omnipkg_worker_pss_over_bare",
+         "worker_numpy_pss_over_bare", None)
+    for label, claim in (("1MB", CLAIMS["shm1"][0]), ("64MB", None), ("1GB", None)):
+        line("data transfer %s in and out" % label.replace("MB", " MB").replace("GB", " GB"), claim,
+             "omnipkg_zero_copy_%s" % label, "shm_transfer_%s" % label, "memcpy_%s" % label)
+    line("small JSON payload (dict round trip)", CLAIMS["json"][0], "omnipkg_json_execute_smart",
+         "json_dict_roundtrip", "unix_socket_rtt")
+    line("whole command: `omnipkg exec -c pass`", None, None, "cmd_pass_omnipkg_exec", "cmd_pass_python_c")
+    line("whole command: `import numpy`", None, None, "cmd_import_numpy_omnipkg_exec", "cmd_import_numpy_python_c")
+    w("")
+    tn = x.get("omnipkg_json_true_none_roundtrip_ok")
+    if tn is not None:
+        w("omnipkg 3.4.1's `execute_smart` JSON path with `True`/`None` in the data: %s. "
+          "(Ours sends the same dict with `True` and `None` and gets it back intact.)" %
+          ("round trip intact" if tn["value"] else "**fails** (%s)" % cell_text(tn.get("error") or "no error text", 120)))
+        w("")
+    w("*Speed-up over omnipkg* is omnipkg's p50 (or memory) divided by ours: above 1× ours is faster "
+      "(or smaller). ¹ see *Rows that could not run* below.")
+    w("")
+
+    # --- targets
+    w("## DESIGN.md targets")
+    w("")
+    w("Computed from the ratios of this run (machine-independent by construction).")
+    w("")
+    w("| metric | target | measured | verdict |")
+    w("|---|---|---|---|")
+
+    def target(metric, goal, measured, ok):
+        measured = cell_text(measured)
+        verdict = "not measured" if ok is None else ("**met**" if ok else "**not met**")
+        w("| %s | %s | %s | %s |" % (metric, goal, measured, verdict))
+
+    hs = x.p50("hot_exec_socket_c")
+    target("hot exec round trip, `pass`, socket", "p50 ≤ 3 × Unix RTT",
+           "%s = %s RTT (%s)" % (t(hs), ratio(hs, rtt), t(rtt)) if hs and rtt else x.why("hot_exec_socket_c"),
+           hs / rtt <= 3 if hs and rtt else None)
+    fu = x.p50("hot_exec_fuse")
+    target("FUSE exec", "p50 ≤ 10 × RTT",
+           "%s = %s RTT" % (t(fu), ratio(fu, rtt)) if fu and rtt else x.why("hot_exec_fuse"),
+           fu / rtt <= 10 if fu and rtt else None)
+    ce, imp = x.p50("cold_exec_numpy_job"), x.p50("python_c_import_numpy")
+    target("cold start, first worker of a spec", "≤ `python -c \"import numpy\"` + 10 ms",
+           "%s vs %s + 10 ms" % (t(ce), t(imp)) if ce and imp else "not measured",
+           ce <= imp + 0.010 if ce and imp else None)
+    zs = x.p50("zygote_worker_start")
+    target("next worker of a warm spec (zygote fork)", "≤ 10 ms", t(zs) if zs else "not measured",
+           zs <= 0.010 if zs else None)
+    target("1 MB array in and out via SHM", "≤ hot exec + 50 µs; 1 GB ≤ 2 × 1 MB",
+           "not available yet (shared-memory transfer not implemented)", None)
+    js = x.p50("json_dict_roundtrip")
+    target("small JSON payload", "≤ 1.5 × hot exec (Python client)",
+           "%s = %s the Python client's hot exec (%s)" % (t(js), ratio(js, hot_py), t(hot_py)) if js and hot_py else "not measured",
+           js / hot_py <= 1.5 if js and hot_py else None)
+    dr = x.p50("daemon_rss")
+    target("daemon RSS", "≤ 8 MB", b(dr) if dr else "not measured", dr <= 8e6 if dr else None)
+    wu = x.p50("worker_numpy_uss_over_bare")
+    target("per idle worker", "≤ 3 MB USS over a bare interpreter with the same imports",
+           b(wu) if wu is not None else "not measured", wu <= 3e6 if wu is not None else None)
+    w("")
+
+    # --- plots
+    w("## Plots")
+    w("")
+    lat = plot_latency(rows, results, [
+        ("unix_socket_rtt", "Unix socket ping-pong (floor)"),
+        ("hot_exec_socket_c", "omnipkgd C client, pass"),
+        ("hot_exec_python_client", "omnipkgd Python client, pass"),
+        ("json_dict_roundtrip", "omnipkgd dict round trip"),
+        ("cext_swap_hot", "omnipkgd numpy swap"),
+        ("forkserver_pool_apply", "stdlib forkserver apply"),
+        ("omnipkg_hot_execute_shm", "omnipkg 3.4.1 execute_shm pass"),
+        ("omnipkg_json_execute_smart", "omnipkg 3.4.1 execute_smart JSON"),
+        ("omnipkg_cext_swap", "omnipkg 3.4.1 numpy swap"),
+    ])
+    if lat:
+        w("Latency distributions of the hot paths (cumulative share of calls; further left is faster, "
+          "a long tail shows as a slow climb to 1):")
+        w("")
+        w("![latency distributions](results/%s)" % lat)
+        w("")
+    xf = plot_transfer(rows, results)
+    if xf:
+        w("Transfer time against size (p50; omnipkgd's shared-memory transfer is not implemented yet):")
+        w("")
+        w("![transfer time vs size](results/%s)" % xf)
+        w("")
+    if not lat and not xf:
+        w("No plots: gnuplot was not available or had nothing to draw.")
+        w("")
+
+    # --- all rows
+    w("## All rows")
+    w("")
+    w("| file | row | p50 / value | p99 | n | compared with |")
+    w("|---|---|---|---|---|---|")
+    for name in sorted(rows, key=lambda n: (rows[n]["_file"], n)):
+        r = rows[name]
+        if r.get("status") == "unavailable":
+            w("| %s | %s | unavailable | | | |" % (r["_file"], name))
+            continue
+        if "p50" in r:
+            cmp_ = "%s %s" % (ratio(r["p50"], r.get("reference_p50")), r["reference"]) if r.get("reference_p50") else ""
+            w("| %s | %s | %s | %s | %d | %s |" % (r["_file"], name, t(r["p50"]), t(r["p99"]), r["n"], cmp_))
+        else:
+            v = b(r["value"]) if r["unit"] == "B" else (t(r["value"]) if r["unit"] == "s" else str(r["value"]))
+            w("| %s | %s | %s | | | %s |" % (r["_file"], name, v, r.get("reference", "")))
+    w("")
+
+    # --- unavailable
+    w("## Rows that could not run")
+    w("")
+    un = [r for r in rows.values() if r.get("status") == "unavailable"]
+    if un:
+        for r in sorted(un, key=lambda r: r["name"]):
+            w("- `%s` (%s): %s" % (r["name"], r["_file"], r.get("why", "").replace("\n", " ")))
+    else:
+        w("None.")
+    w("")
+
+    # --- reproduce
+    w("## How to reproduce")
+    w("")
+    w("```sh")
+    w("make bench            # setup, bubbles, peers (bench/setup_peers.sh), the suite, this file")
+    w("make bench QUICK=1    # short smoke run")
+    w("python3 bench/report.py   # regenerate this file from results/*.json")
+    w("```")
+    w("")
+    w("- C rows: `build/bench/omnibench` (bench/bench_*.c, one per benchmark); each starts its own "
+      "omnipkgd on a private runtime dir.")
+    w("- Python rows: `bench/py/ours.py` (stdlib DaemonClient, CLI, FUSE, swap, pipeline, memory, JSON), "
+      "`bench/py/floors.py` (multiprocessing forkserver), `bench/py/peer_omnipkg.py` (omnipkg 3.4.1).")
+    w("- Whole commands: hyperfine (`--export-json`), converted by `bench/py/hyperfine_rows.py`.")
+    w("- omnipkg 3.4.1 is installed with pip into `.venv-bench/` (pinned `omnipkg==3.4.1`, plus numpy "
+      "for its client and workers; a numpy 2.2.6 bubble is made with `pip install --target` in its "
+      "`.omnipkg_versions` directory, and venvs for Python 3.9 and 3.13 serve its cross-interpreter hops). "
+      "Its daemon runs in the foreground as a child of the driver with HOME, XDG_* and TMPDIR in a "
+      "private directory, and is stopped by pid (never by its own `stop`, which kills by command line).")
+    w("- Memory is read from `/proc/PID/smaps_rollup` (USS = Private_Clean + Private_Dirty); the baseline "
+      "is a bare interpreter of the same version that has run the same imports.")
+    w("")
+    with open(a.out, "w") as f:
+        f.write("\n".join(out))
+    print("report: wrote %s" % os.path.relpath(a.out, os.getcwd()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
