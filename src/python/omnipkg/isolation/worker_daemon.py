@@ -1,24 +1,5 @@
 """`from omnipkg.isolation.worker_daemon import DaemonClient` keeps working
 for code written against omnipkg 3.4.1; the implementation is omnipkg.client."""
 
-from ..client import (  # noqa: F401  (re-exports)
-    DaemonClient,
-    DaemonConnectionError,
-    DaemonNotRunning,
-    DaemonProtocolError,
-    DaemonStartError,
-    DaemonTimeout,
-    default_socket_path,
-    start_daemon,
-)
-
-__all__ = [
-    "DaemonClient",
-    "DaemonConnectionError",
-    "DaemonNotRunning",
-    "DaemonProtocolError",
-    "DaemonStartError",
-    "DaemonTimeout",
-    "default_socket_path",
-    "start_daemon",
-]
+from .. import *  # noqa: F401,F403  (re-exports: the same names as omnipkg)
+from .. import __all__  # noqa: F401
