@@ -916,6 +916,7 @@ struct pool *pool_new(struct loop *l, const struct config *cfg, const struct int
 void pool_free(struct pool *p)
 {
 	double until;
+	siginfo_t si;
 
 	if (!p)
 		return;
@@ -931,50 +932,25 @@ void pool_free(struct pool *p)
 		w->state = W_DEAD;
 		worker_close_channel(w);
 	}
-	for (struct zygote *z = p->zygotes; z; z = z->next)
-		if (z->pid > 0)
-			kill(z->pid, SIGKILL);
-	/* Reap what we killed, bounded: a process stuck in the kernel is left. */
+	for (struct zygote *z = p->zygotes, *n; z; z = n) {
+		n = z->next;
+		if (!z->dead)
+			zygote_lost(z, "the daemon is shutting down");   /* kills it */
+	}
+	/* Reap what we killed the usual way, bounded: a process stuck in the
+	 * kernel is left behind rather than waited for. */
 	until = loop_now() + 2.0;
 	while ((p->workers || p->zygotes) && loop_now() < until) {
-		pid_t pid = waitpid(-1, NULL, WNOHANG);
-
-		if (pid > 0) {
-			for (struct worker *w = p->workers; w; w = w->next)
-				if (w->pid == pid) {
-					w->reaped = 1;
-					worker_free(w);
-					break;
-				}
-			for (struct zygote **zp = &p->zygotes; *zp; zp = &(*zp)->next)
-				if ((*zp)->pid == pid) {
-					struct zygote *z = *zp;
-
-					*zp = z->next;
-					if (!z->dead) {
-						close(z->fd);
-						chan_free(&z->ch);
-					}
-					free(z);
-					break;
-				}
-			continue;
-		}
-		if (pid < 0 && errno == ECHILD)
+		pool_reap(p);
+		if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) < 0 && errno == ECHILD)
 			break;
 		usleep(2000);
 	}
 	while (p->workers)
 		worker_free(p->workers);
 	while (p->zygotes) {
-		struct zygote *z = p->zygotes;
-
-		p->zygotes = z->next;
-		if (!z->dead) {
-			close(z->fd);
-			chan_free(&z->ch);
-		}
-		free(z);
+		p->zygotes->pid = 0;   /* given up on: zygote_lost frees it */
+		zygote_lost(p->zygotes, "the daemon is shutting down");
 	}
 	free(p);
 }
