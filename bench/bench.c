@@ -344,42 +344,44 @@ void bench_daemon_stop(void)
 	}
 }
 
-int bench_python_path(const char *python, char *buf, size_t n)
+/* Resolves "3.11" as the daemon would, with the default settings. */
+static int bench_interp(const char *python, struct interp *out)
 {
 	struct config cfg;
 	struct interp_set set = { 0 };
-	struct interp it;
-	char err[256];
 	int r;
 
 	config_defaults(&cfg);
 	if (config_discover_pythons(&cfg, &set) < 0)
 		return -ENOENT;
-	r = interp_resolve(&set, python, &it, err, sizeof err);
+	r = interp_resolve(&set, python, out, NULL, 0);
+	interp_set_free(&set);
+	return r;
+}
+
+int bench_python_path(const char *python, char *buf, size_t n)
+{
+	struct interp it;
+	int r = bench_interp(python, &it);
+
 	if (r == 0)
 		snprintf(buf, n, "%s", it.path);
-	interp_set_free(&set);
 	return r;
 }
 
 int bench_bubble_dir(const char *spec, const char *python, char *buf, size_t n)
 {
-	struct config cfg;
-	struct interp_set set = { 0 };
+	static char paths[SPEC_MAX_ITEMS][4096];
 	struct interp it;
 	struct spec s;
-	char home[PATH_MAX], err[512];
-	static char paths[SPEC_MAX_ITEMS][4096];
+	char home[PATH_MAX];
 	int r;
 
-	config_defaults(&cfg);
-	if (paths_home(home, sizeof home) < 0 || spec_parse(spec, strlen(spec), &s, err, sizeof err) < 0 ||
-	    config_discover_pythons(&cfg, &set) < 0)
+	if (paths_home(home, sizeof home) < 0 || spec_parse(spec, strlen(spec), &s, NULL, 0) < 0)
 		return -EINVAL;
-	r = interp_resolve(&set, python, &it, err, sizeof err);
+	r = bench_interp(python, &it);
 	if (r == 0)
-		r = bubble_resolve(home, &it, &s, paths, err, sizeof err);
-	interp_set_free(&set);
+		r = bubble_resolve(home, &it, &s, paths, NULL, 0);
 	if (r < 1)
 		return r < 0 ? r : -ENOENT;
 	snprintf(buf, n, "%s", paths[0]);
