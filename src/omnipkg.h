@@ -97,6 +97,53 @@ int omni_install(const char *spec, const char *python, int quiet, char *err, siz
  * (may be NULL); -EPERM inside a worker.  OMNI_CONNECT_AUTOSTART uses it. */
 int omni_daemon_start(const char *socket_path, char *err, size_t errlen);
 
+/*
+ * Why a request failed: the "reason" of a failed reply.  One table for the
+ * daemon, the CLI and the clients (the Python client mirrors it and a test
+ * checks that the two agree).  Numbers are never reused.
+ *
+ *   class    meaning                                   omnipkg exit code
+ *   JOB      the code ran (or was cut short) and failed         1
+ *   REFUSED  the request was turned down before any code ran    2
+ *   SYSTEM   the daemon or a worker could not do its part     111
+ */
+#define OMNI_REASONS(X) \
+	X(EXCEPTION, 1, "exception", JOB)    /* the code raised */                   \
+	X(TIMEOUT,   2, "timeout",   JOB)    /* ran past its timeout; worker killed */ \
+	X(SIGNAL,    3, "signal",    JOB)    /* the worker died of a signal */        \
+	X(EXIT,      4, "exit",      JOB)    /* the worker exited mid-job */          \
+	X(CANCELLED, 5, "cancelled", JOB)    /* cancelled before it finished */       \
+	X(BADSPEC,   6, "badspec",   REFUSED) /* spec or tag not valid */             \
+	X(NOPYTHON,  7, "nopython",  REFUSED) /* no such interpreter */               \
+	X(NOBUBBLE,  8, "nobubble",  REFUSED) /* a package of the spec not installed */ \
+	X(BUSY,      9, "busy",      REFUSED) /* every worker busy (max_workers) */    \
+	X(BADARG,   10, "badarg",    REFUSED) /* unknown key, wrong type, bad value */ \
+	X(TOOLARGE, 11, "toolarge",  REFUSED) /* over a size limit */                 \
+	X(BADCODE,  12, "badcode",   REFUSED) /* code is not valid UTF-8 text */       \
+	X(PROTO,    13, "proto",     REFUSED) /* bad frame, version or op */           \
+	X(NOSEGMENT,14, "nosegment", REFUSED) /* no such shared segment */             \
+	X(QUOTA,    15, "quota",     REFUSED) /* over the shared-memory quota */       \
+	X(SPAWN,    16, "spawn",     SYSTEM) /* the worker could not start */          \
+	X(SHUTDOWN, 17, "shutdown",  SYSTEM) /* the daemon is stopping */              \
+	X(NOMEM,    18, "nomem",     SYSTEM) /* out of memory or descriptors */
+
+enum omni_reason {
+	OMNI_REASON_NONE = 0,
+#define OMNI_REASON_ENUM_(name, num, text, cls) OMNI_REASON_##name = num,
+	OMNI_REASONS(OMNI_REASON_ENUM_)
+#undef OMNI_REASON_ENUM_
+	OMNI_REASON_MAX
+};
+
+enum omni_reason_class { OMNI_REASON_JOB = 1, OMNI_REASON_REFUSED = 2, OMNI_REASON_SYSTEM = 3 };
+
+/* "timeout" for OMNI_REASON_TIMEOUT; "" for NONE; NULL when unknown. */
+const char *omni_reason_name(int reason);
+/* The number of a reason's name; 0 (NONE) for "" or NULL; -1 unknown. */
+int omni_reason_code(const char *name);
+/* enum omni_reason_class of a reason; 0 when unknown or NONE. */
+int omni_reason_class(int reason);
+
 const char *omni_strerror(int err);
 const char *omni_version(void);
 
