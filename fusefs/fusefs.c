@@ -30,7 +30,7 @@
 #include <unistd.h>
 #include "bubble.h"
 #include "fusefs.h"
-#include "job.h"
+#include "fsjob.h"
 #include "logx.h"
 #include "node.h"
 #include "paths.h"
@@ -46,12 +46,12 @@
 extern char **environ;
 
 struct fusefs {
-	struct tree t;             /* ctx, nodes, jobs, shm */
+	struct tree t;             /* core, nodes, jobs, shm */
+	struct loop *loop;         /* the core's: kept, since the core may go first */
 	char mnt[PATH_MAX];
 	struct fuse_session *se;
 	int fd;
 	struct fuse_buf buf;
-	double t_start;            /* monotonic */
 	uint64_t requests;
 	struct fh *fhs;            /* open files and directories */
 	int gone;                  /* the kernel side went away */
@@ -65,7 +65,7 @@ struct fbuf {
 /* One open file or directory. */
 struct fh {
 	int kind, file, accmode;
-	struct job *job;           /* referenced; NULL: no job (yet) */
+	struct fsjob *job;           /* referenced; NULL: no job (yet) */
 	struct fbuf data;          /* exec: code; snapshots: content */
 	struct fbuf in;            /* ctl: a partial command line */
 	int submitted;             /* exec: buf has run as job */
@@ -116,7 +116,7 @@ static void fh_free(struct fh *h)
 		h->fs->fhs = h->next;
 	if (h->next)
 		h->next->prev = h->prev;
-	job_unref(h->job);
+	fsjob_unref(h->job);
 	free(h->data.p);
 	free(h->in.p);
 	free(h->spec);
@@ -149,15 +149,11 @@ static struct fh *fh_new(struct fusefs *fs, int kind, int file)
 static char *stats_text(void *ud)
 {
 	struct fusefs *fs = ud;
-	cJSON *o = cJSON_CreateObject();
+	cJSON *o = core_status_json(fs->t.core);
 	char *s, *t;
 
 	if (!o)
 		return NULL;
-	cJSON_AddNumberToObject(o, "pid", getpid());
-	cJSON_AddStringToObject(o, "version", OMNI_VERSION);
-	cJSON_AddNumberToObject(o, "uptime", loop_now() - fs->t_start);
-	pool_stats_json(fs->t.ctx.pool, o);
 	fusefs_stats_json(fs, o);
 	s = cJSON_Print(o);
 	cJSON_Delete(o);
@@ -424,7 +420,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	int kind = tree_kind(&fs->t, ino, &n), acc = fi->flags & O_ACCMODE, r = 0;
 	struct fh *h = fh_new(fs, kind, n ? n->file : 0);
 	char path[PATH_MAX];
-	struct job *j;
+	struct fsjob *j;
 
 	if (!h) {
 		fuse_reply_err(req, ENOMEM);
@@ -457,7 +453,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			break;
 		}
 		if ((h->job = j))
-			job_ref(j);
+			fsjob_ref(j);
 		break;
 	case K_STATS:
 	case K_WSTATUS:
@@ -500,16 +496,16 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 /* Runs the code written so far as a job of the descriptor's context. */
 static int exec_submit(struct fusefs *fs, struct fh *h)
 {
-	struct job *j;
+	struct fsjob *j;
 
 	if (h->data.len == 0)
 		return -EINVAL;
 	if (memchr(h->data.p, 0, h->data.len))
 		return -EINVAL;           /* code is text */
-	j = jobs_submit(fs->t.jobs, h->spec, h->py, h->data.p, h->data.len);
+	j = fsjobs_submit(fs->t.jobs, h->spec, h->py, h->data.p, h->data.len);
 	if (!j)
 		return -ENOMEM;
-	job_unref(h->job);
+	fsjob_unref(h->job);
 	h->job = j;
 	h->submitted = 1;
 	h->have_rbase = 0;
@@ -572,16 +568,16 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			fuse_reply_err(req, EIO);
 			return;
 		}
-		r = jobs_defer_read(fs->t.jobs, h->job, req, JF_RESULT, exec_pos(h, off), size);
+		r = fsjobs_defer_read(fs->t.jobs, h->job, req, JF_RESULT, exec_pos(h, off), size);
 	} else if (!h->job || h->file == JF_STATUS || h->file == JF_CODE) {
 		size_t len;
-		const char *t = job_text(h->job, h->file, &len);
+		const char *t = fsjob_text(h->job, h->file, &len);
 
 		fuse_reply_buf(req, (size_t)off < len ? t + off : NULL,
 			       (size_t)off < len ? (len - (size_t)off < size ? len - (size_t)off : size) : 0);
 		return;
 	} else {
-		r = jobs_defer_read(fs->t.jobs, h->job, req, h->file, (size_t)off, size);
+		r = fsjobs_defer_read(fs->t.jobs, h->job, req, h->file, (size_t)off, size);
 	}
 	if (r < 0)
 		fuse_reply_err(req, -r);
@@ -668,7 +664,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
 	}
 	switch (h->kind) {
 	case K_SHMFILE:
-		if ((r = shm_may_grow(fs->t.shm, h->fd, off + (off_t)size)) < 0) {
+		if ((r = shm_grow(fs->t.shm, h->fd, off + (off_t)size)) < 0) {
 			fuse_reply_err(req, -r);
 			return;
 		}
@@ -762,11 +758,11 @@ static void op_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 	struct fh *h = (struct fh *)(uintptr_t)fi->fh;
 	unsigned ready = POLLIN | POLLRDNORM | POLLOUT | POLLWRNORM;
 
-	if ((h->kind == K_CTXFILE || h->kind == K_JOBFILE) && h->job && !job_finished(h->job) &&
+	if ((h->kind == K_CTXFILE || h->kind == K_JOBFILE) && h->job && !fsjob_finished(h->job) &&
 	    h->file != JF_STATUS && h->file != JF_CODE) {
 		ready = h->file == JF_EXEC ? POLLOUT | POLLWRNORM : 0;
 		if (ph) {
-			jobs_add_poll(h->job, ph);
+			fsjobs_add_poll(h->job, ph);
 			ph = NULL;
 		}
 	}
@@ -878,15 +874,32 @@ static void fusefs_io(struct loop *l, int fd, uint32_t ev, void *ud)
 		fuse_session_process_buf(fs->se, &fs->buf);
 		fs->requests++;
 	}
-	jobs_sweep(fs->t.jobs);
+	fsjobs_sweep(fs->t.jobs);
 }
 
-/* A dead daemon's mount answers ENOTCONN: detach it so we can mount again. */
+/* Is mnt a mount point?  Its device differs from its parent's. */
+static int is_mount_point(const char *mnt, const struct stat *st)
+{
+	char parent[PATH_MAX + 4];
+	struct stat pst;
+
+	snprintf(parent, sizeof parent, "%s/..", mnt);
+	return stat(parent, &pst) == 0 && (pst.st_dev != st->st_dev || pst.st_ino == st->st_ino);
+}
+
+/* A dead daemon's mount answers ENOTCONN: detach it so we can mount again.
+ * A live mount there (another daemon's, or anything else) is refused. */
 static int clean_stale(const char *mnt, char *err, size_t errlen)
 {
 	struct stat st;
 
-	if (stat(mnt, &st) == 0 || (errno != ENOTCONN && errno != ECONNABORTED))
+	if (stat(mnt, &st) == 0) {
+		if (!is_mount_point(mnt, &st))
+			return 0;
+		snprintf(err, errlen, "%s is in use: something is mounted there already", mnt);
+		return -EBUSY;
+	}
+	if (errno != ENOTCONN && errno != ECONNABORTED)
 		return 0;
 	logx(LOGX_INFO, "detaching the stale mount at %s", mnt);
 	if (umount2(mnt, MNT_DETACH) < 0) {
@@ -904,7 +917,7 @@ static int clean_stale(const char *mnt, char *err, size_t errlen)
 	return 0;
 }
 
-struct fusefs *fusefs_mount(const struct fusefs_ctx *ctx, const char *mountpoint,
+struct fusefs *fusefs_mount(struct core *core, const char *mountpoint,
 			    char *err, size_t errlen)
 {
 	char *argv[] = { "omnipkgd", "-o", "fsname=omnipkg,subtype=omnipkg,default_permissions", NULL };
@@ -921,9 +934,10 @@ struct fusefs *fusefs_mount(const struct fusefs_ctx *ctx, const char *mountpoint
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	fs->t.ctx = *ctx;
+	fs->t.core = core;
+	fs->t.shm = core_shm(core);
+	fs->loop = core_loop(core);
 	fs->fd = -1;
-	fs->t_start = loop_now();
 	fs->t.t_wall = time(NULL);
 	fs->t.stats = stats_text;
 	fs->t.ud = fs;
@@ -935,10 +949,8 @@ struct fusefs *fusefs_mount(const struct fusefs_ctx *ctx, const char *mountpoint
 		snprintf(err, errlen, "cannot create %s: %s", fs->mnt, strerror(-r));
 		goto fail;
 	}
-	if (!(fs->t.shm = shm_new(ctx->rtdir, ctx->cfg->shm_quota, err, errlen)))
-		goto fail;
 	fs->t.nodes = node_table_new(FUSEFS_MAX_NODES);
-	fs->t.jobs = jobs_new(ctx->pool, FUSEFS_KEEP_BYTES);
+	fs->t.jobs = fsjobs_new(core, FUSEFS_KEEP_BYTES);
 	if (!fs->t.nodes || !fs->t.jobs) {
 		snprintf(err, errlen, "out of memory");
 		goto fail_tables;
@@ -956,7 +968,7 @@ struct fusefs *fusefs_mount(const struct fusefs_ctx *ctx, const char *mountpoint
 	fs->fd = fuse_session_fd(fs->se);
 	if (fcntl(fs->fd, F_SETFL, fcntl(fs->fd, F_GETFL) | O_NONBLOCK) < 0 ||
 	    fcntl(fs->fd, F_SETFD, FD_CLOEXEC) < 0 ||
-	    loop_add(ctx->loop, fs->fd, EPOLLIN, fusefs_io, fs) < 0) {
+	    loop_add(core_loop(core), fs->fd, EPOLLIN, fusefs_io, fs) < 0) {
 		snprintf(err, errlen, "cannot watch the FUSE device: %s", strerror(errno));
 		goto fail_mount;
 	}
@@ -968,9 +980,8 @@ fail_mount:
 fail_session:
 	fuse_session_destroy(fs->se);
 fail_tables:
-	jobs_free(fs->t.jobs);
+	fsjobs_free(fs->t.jobs);
 	node_table_free(fs->t.nodes);
-	shm_free(fs->t.shm);
 fail:
 	fuse_opt_free_args(&args);
 	free(fs);
@@ -982,32 +993,25 @@ void fusefs_unmount(struct fusefs *fs)
 	if (!fs)
 		return;
 	if (!fs->gone)
-		loop_del(fs->t.ctx.loop, fs->fd);
-	jobs_free(fs->t.jobs);            /* waiting readers get EINTR */
+		loop_del(fs->loop, fs->fd);
+	fsjobs_free(fs->t.jobs);            /* waiting readers get EINTR */
 	fuse_session_unmount(fs->se);
 	fuse_session_destroy(fs->se);
 	while (fs->fhs)                   /* still open: never released now */
 		fh_free(fs->fhs);
 	free(fs->buf.mem);
 	node_table_free(fs->t.nodes);
-	shm_free(fs->t.shm);
 	free(fs);
 }
 
 void fusefs_stats_json(struct fusefs *fs, cJSON *into)
 {
 	cJSON *o = cJSON_AddObjectToObject(into, "fusefs");
-	size_t count, bytes;
 
 	if (!o)
 		return;
-	bytes = shm_usage(fs->t.shm, &count);
 	cJSON_AddStringToObject(o, "mount", fs->mnt);
 	cJSON_AddNumberToObject(o, "requests", (double)fs->requests);
 	cJSON_AddNumberToObject(o, "nodes", (double)node_count(fs->t.nodes));
-	jobs_stats_json(fs->t.jobs, o);
-	cJSON_AddStringToObject(o, "shm_dir", shm_dir(fs->t.shm));
-	cJSON_AddNumberToObject(o, "shm_segments", (double)count);
-	cJSON_AddNumberToObject(o, "shm_bytes", (double)bytes);
-	cJSON_AddNumberToObject(o, "shm_quota", (double)fs->t.ctx.cfg->shm_quota);
+	fsjobs_stats_json(fs->t.jobs, o);
 }

@@ -35,35 +35,24 @@
 
 #include <stddef.h>
 #include <cjson/cJSON.h>
-#include "config.h"
-#include "interp.h"
-#include "loop.h"
-#include "pool.h"
+#include "core.h"
 
 #define FUSEFS_CODE_MAX (1u << 20)       /* bytes of code per job */
 
 struct fusefs;
 
-struct fusefs_ctx {                      /* all borrowed; must outlive the mount */
-	struct loop *loop;
-	struct pool *pool;
-	const struct config *cfg;
-	const struct interp_set *py;
-	const char *home;
-	const char *rtdir;
-};
-
 /*
  * Mounts at mountpoint (created if missing; a dead daemon's stale mount
- * there is detached first) and serves it from ctx->loop.  Also creates the
- * shared memory dir.  NULL with a reason in err.
+ * there is detached first; a live mount there is refused: -EBUSY) and
+ * serves it from the core's loop.  core is borrowed and must outlive the
+ * mount.  NULL with a reason in err.
  */
-struct fusefs *fusefs_mount(const struct fusefs_ctx *ctx, const char *mountpoint,
+struct fusefs *fusefs_mount(struct core *core, const char *mountpoint,
 			    char *err, size_t errlen);
 /*
- * Answers every waiting read with EINTR, unmounts, removes the shared
- * memory dir and frees fs (NULL is fine).  Jobs still running in the pool
- * finish unseen, so the pool may be freed before or after.
+ * Answers every waiting read with EINTR, unmounts and frees fs (NULL is
+ * fine).  The core may be freed before (its jobs have answered their
+ * readers then) or after (jobs still running finish unseen).
  */
 void fusefs_unmount(struct fusefs *fs);
 /* Adds a "fusefs" object of counters to into. */

@@ -57,21 +57,7 @@ static int has_bubble(struct tree *t, const char *spec, const struct interp *py)
 
 	if (spec_parse(spec, strlen(spec), &s, NULL, 0) < 0)
 		return 0;
-	return s.n == 0 || bubble_resolve(t->ctx.home, py, &s, paths, NULL, 0) >= 0;
-}
-
-static cJSON *worker_json(struct tree *t, uint64_t pid, cJSON **all)
-{
-	cJSON *w;
-
-	*all = pool_workers_json(t->ctx.pool);
-	cJSON_ArrayForEach(w, *all) {
-		const cJSON *p = cJSON_GetObjectItemCaseSensitive(w, "pid");
-
-		if (cJSON_IsNumber(p) && (uint64_t)p->valuedouble == pid)
-			return w;
-	}
-	return NULL;
+	return s.n == 0 || bubble_resolve(core_home(t->core), py, &s, paths, NULL, 0) >= 0;
 }
 
 /* ---- generated content ---- */
@@ -90,13 +76,13 @@ char *tree_ctl_text(struct tree *t)
 
 char *tree_worker_text(struct tree *t, uint64_t pid)
 {
-	cJSON *all, *w = worker_json(t, pid, &all), *it;
+	cJSON *w = pid <= INT32_MAX ? core_worker_json(t->core, (pid_t)pid) : NULL, *it;
 	char *s = NULL;
 	size_t n = 0;
 	FILE *f;
 
 	if (!w || !(f = open_memstream(&s, &n))) {
-		cJSON_Delete(all);
+		cJSON_Delete(w);
 		return NULL;
 	}
 	cJSON_ArrayForEach(it, w) {
@@ -108,16 +94,16 @@ char *tree_worker_text(struct tree *t, uint64_t pid)
 			fprintf(f, "%s: %s\n", it->string, cJSON_IsTrue(it) ? "true" : "false");
 	}
 	fclose(f);
-	cJSON_Delete(all);
+	cJSON_Delete(w);
 	return s;
 }
 
 /* The job a context or job file shows; borrowed; NULL: none. */
-struct job *tree_job(struct tree *t, const struct node *n)
+struct fsjob *tree_job(struct tree *t, const struct node *n)
 {
 	if (n->kind == K_CTXFILE)
-		return jobs_latest(t->jobs, n->spec, n->py);
-	return jobs_get(t->jobs, n->num);
+		return fsjobs_latest(t->jobs, n->spec, n->py);
+	return fsjobs_get(t->jobs, n->num);
 }
 
 /* ---- attributes ---- */
@@ -136,7 +122,7 @@ int tree_attr(struct tree *t, fuse_ino_t ino, struct stat *st)
 	struct node *n = ino < K_NFIXED ? NULL : node_get(t->nodes, ino);
 	int kind = ino < K_NFIXED ? (int)ino : n ? n->kind : 0;
 	char path[PATH_MAX], *text = NULL;
-	struct job *j;
+	struct fsjob *j;
 	size_t len;
 
 	memset(st, 0, sizeof *st);
@@ -153,7 +139,7 @@ int tree_attr(struct tree *t, fuse_ino_t ino, struct stat *st)
 		st->st_nlink = 2;
 		break;
 	case K_JOB:
-		if (!jobs_get(t->jobs, n->num))
+		if (!fsjobs_get(t->jobs, n->num))
 			return -ENOENT;
 		st->st_mode = S_IFDIR | 0500;
 		st->st_nlink = 2;
@@ -184,8 +170,8 @@ int tree_attr(struct tree *t, fuse_ino_t ino, struct stat *st)
 		if (n->file == JF_EXEC)
 			break;
 		/* Unfinished output is size 0 (and read with direct I/O). */
-		if (!j || job_finished(j) || n->file == JF_STATUS || n->file == JF_CODE) {
-			job_text(j, n->file, &len);
+		if (!j || fsjob_finished(j) || n->file == JF_STATUS || n->file == JF_CODE) {
+			fsjob_text(j, n->file, &len);
 			st->st_size = (off_t)len;
 		}
 		break;
@@ -268,7 +254,7 @@ int tree_lookup(struct tree *t, fuse_ino_t parent, const char *name, fuse_ino_t 
 		return tree_ref(t, parent, name, K_SPEC,
 				s.canon, NULL, 0, 0, TREE_ENTRY_STABLE, ino, timeout);
 	case K_SPEC:
-		if (interp_resolve(t->ctx.py, name, &py, NULL, 0) < 0 || !has_bubble(t, p->spec, &py))
+		if (interp_lookup(core_pythons(t->core), name, &py, NULL, 0) < 0 || !has_bubble(t, p->spec, &py))
 			break;
 		return tree_ref(t, parent, name, K_CTX,
 				p->spec, py.path, 0, 0, TREE_ENTRY_STABLE, ino, timeout);
@@ -278,7 +264,7 @@ int tree_lookup(struct tree *t, fuse_ino_t parent, const char *name, fuse_ino_t 
 		return tree_ref(t, parent, name, K_CTXFILE,
 				p->spec, p->py, f, 0, TREE_ENTRY_STABLE, ino, timeout);
 	case K_JOBS:
-		if (parse_u64(name, &num) < 0 || !jobs_get(t->jobs, num))
+		if (parse_u64(name, &num) < 0 || !fsjobs_get(t->jobs, num))
 			break;
 		return tree_ref(t, parent, name, K_JOB, NULL, NULL, 0, num, 0, ino, timeout);
 	case K_JOB:
@@ -290,13 +276,14 @@ int tree_lookup(struct tree *t, fuse_ino_t parent, const char *name, fuse_ino_t 
 			break;
 		return tree_ref(t, parent, name, K_SHMLINK, NULL, NULL, 0, 0, 0, ino, timeout);
 	case K_PYDIR:
-		if (name[0] == '/' || interp_resolve(t->ctx.py, name, &py, NULL, 0) < 0)
+		if (name[0] == '/' || interp_lookup(core_pythons(t->core), name, &py, NULL, 0) < 0)
 			break;
 		return tree_ref(t, parent, name, K_PYLINK, NULL, py.path, 0, 0, 0, ino, timeout);
 	case K_WORKERS:
 		if (parse_u64(name, &num) < 0)
 			break;
-		f = worker_json(t, num, &all) != NULL;
+		all = num <= INT32_MAX ? core_worker_json(t->core, (pid_t)num) : NULL;
+		f = all != NULL;
 		cJSON_Delete(all);
 		if (!f)
 			break;
@@ -345,7 +332,7 @@ static int list_bubble(const char *tag, const char *name, const char *version, c
 	return 0;
 }
 
-static int list_job(struct job *j, void *ud)
+static int list_job(struct fsjob *j, void *ud)
 {
 	char id[32];
 
@@ -353,26 +340,25 @@ static int list_job(struct job *j, void *ud)
 	return dents_add(ud, id, S_IFDIR) != 0;
 }
 
-static int list_shm(const char *name, void *ud)
+static int list_shm(const struct shm_info *seg, void *ud)
 {
-	return dents_add(ud, name, S_IFLNK) != 0;
+	return dents_add(ud, seg->name, S_IFLNK) != 0;
 }
 
 static void list_pythons(struct tree *t, struct tree_dir *h, const char *spec)
 {
-	const struct interp_set *set = t->ctx.py;
+	const struct interp_set *set = core_pythons(t->core);
 
 	for (size_t i = 0; i < set->n; i++) {
 		char name[32];
-		struct interp py;
 
-		snprintf(name, sizeof name, "%d.%d", set->v[i].major, set->v[i].minor);
-		if (interp_resolve(set, name, &py, NULL, 0) < 0)
+		if (!interp_is_short_target(set, i))
 			continue;
+		snprintf(name, sizeof name, "%d.%d", set->v[i].major, set->v[i].minor);
 		if (!spec) {
 			dents_add(h, name, S_IFLNK);
 			dents_add(h, set->v[i].version, S_IFLNK);
-		} else if (has_bubble(t, spec, &py)) {
+		} else if (has_bubble(t, spec, &set->v[i])) {
 			dents_add(h, name, S_IFDIR);
 		}
 	}
@@ -394,7 +380,7 @@ int tree_list(struct tree *t, fuse_ino_t ino, struct tree_dir *h)
 		break;
 	case K_SPECS:
 		dents_add(h, "base", S_IFDIR);
-		bubble_list(t->ctx.home, list_bubble, h);
+		bubble_list(core_home(t->core), list_bubble, h);
 		break;
 	case K_SPEC:
 		list_pythons(t, h, n->spec);
@@ -405,7 +391,7 @@ int tree_list(struct tree *t, fuse_ino_t ino, struct tree_dir *h)
 				dents_add(h, file_name[f], S_IFREG);
 		break;
 	case K_JOBS:
-		jobs_each(t->jobs, list_job, h);
+		fsjobs_each(t->jobs, list_job, h);
 		break;
 	case K_JOB:
 		for (int f = 0; f < JF_N; f++)
@@ -419,7 +405,7 @@ int tree_list(struct tree *t, fuse_ino_t ino, struct tree_dir *h)
 		list_pythons(t, h, NULL);
 		break;
 	case K_WORKERS:
-		all = pool_workers_json(t->ctx.pool);
+		all = core_workers_json(t->core);
 		cJSON_ArrayForEach(w, all) {
 			const cJSON *p = cJSON_GetObjectItemCaseSensitive(w, "pid");
 			char pid[32];

@@ -20,7 +20,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include "fusefs.h"
-#include "job.h"
+#include "fsjob.h"
 #include "node.h"
 #include "shm.h"
 
@@ -35,9 +35,9 @@ enum tree_kind {
 };
 
 struct tree {                     /* the pieces names resolve against; all borrowed */
-	struct fusefs_ctx ctx;
+	struct core *core;
 	struct node_table *nodes;
-	struct jobs *jobs;
+	struct fsjobs *jobs;
 	struct shm *shm;
 	time_t t_wall;            /* file times */
 	char *(*stats)(void *ud); /* the stats file's content (malloc'd) */
@@ -70,7 +70,7 @@ int tree_list(struct tree *t, fuse_ino_t ino, struct tree_dir *d);
 void tree_dir_free(struct tree_dir *d);
 
 /* The job a context or job file shows now (borrowed); NULL: none. */
-struct job *tree_job(struct tree *t, const struct node *n);
+struct fsjob *tree_job(struct tree *t, const struct node *n);
 /* Generated contents, malloc'd; NULL when gone or out of memory. */
 char *tree_ctl_text(struct tree *t);
 char *tree_worker_text(struct tree *t, uint64_t pid);

@@ -121,14 +121,11 @@ static int interp_reap(pid_t pid, const struct timespec *deadline)
 	}
 }
 
-int interp_probe(const char *path, struct interp *out)
+int interp_probe_start(const char *path, pid_t *pid_out, int *fd_out)
 {
 	char *const argv[] = { (char *)path, "-E", "-s", "-c",
 			       "import sys; print('%d.%d.%d' % sys.version_info[:3])", NULL };
-	struct timespec deadline;
-	char buf[64];
-	size_t got = 0;
-	int fds[2], st, timed_out = 0, major, minor, micro;
+	int fds[2], e;
 	pid_t pid;
 
 	if (!path || path[0] != '/')
@@ -139,10 +136,10 @@ int interp_probe(const char *path, struct interp *out)
 		return -errno;
 	pid = fork();
 	if (pid < 0) {
-		st = -errno;
+		e = -errno;
 		close(fds[0]);
 		close(fds[1]);
-		return st;
+		return e;
 	}
 	if (pid == 0) {
 		int null = open("/dev/null", O_RDWR);
@@ -154,10 +151,38 @@ int interp_probe(const char *path, struct interp *out)
 		_exit(127);
 	}
 	close(fds[1]);
+	*pid_out = pid;
+	*fd_out = fds[0];
+	return 0;
+}
+
+int interp_probe_parse(const char *path, char *buf, int status, struct interp *out)
+{
+	int major, minor, micro;
+
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		return -ENOEXEC;
+	buf[strcspn(buf, "\r\n")] = '\0';
+	if (interp_parse_version(buf, &major, &minor, &micro) != 3)
+		return -ENOEXEC;
+	interp_fill(out, path, major, minor, micro, INTERP_EXPLICIT);
+	return 0;
+}
+
+int interp_probe(const char *path, struct interp *out)
+{
+	struct timespec deadline;
+	char buf[64];
+	size_t got = 0;
+	int fd, st, timed_out = 0;
+	pid_t pid;
+
+	if ((st = interp_probe_start(path, &pid, &fd)) < 0)
+		return st;
 	clock_gettime(CLOCK_MONOTONIC, &deadline);
 	deadline.tv_sec += INTERP_PROBE_TIMEOUT_MS / 1000;
 	for (;;) {
-		struct pollfd pfd = { .fd = fds[0], .events = POLLIN };
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
 		long left = interp_ms_left(&deadline);
 		ssize_t r;
 
@@ -172,7 +197,7 @@ int interp_probe(const char *path, struct interp *out)
 			timed_out = r == 0;
 			break;
 		}
-		r = read(fds[0], buf + got, sizeof(buf) - 1 - got);
+		r = read(fd, buf + got, sizeof(buf) - 1 - got);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0)
@@ -181,7 +206,7 @@ int interp_probe(const char *path, struct interp *out)
 		if (got == sizeof(buf) - 1)
 			break;
 	}
-	close(fds[0]);
+	close(fd);
 	if (timed_out)
 		kill(pid, SIGKILL);
 	st = interp_reap(pid, &deadline);
@@ -189,14 +214,8 @@ int interp_probe(const char *path, struct interp *out)
 		return -ETIMEDOUT;
 	if (st < 0)
 		return st;
-	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-		return -ENOEXEC;
 	buf[got] = '\0';
-	buf[strcspn(buf, "\r\n")] = '\0';
-	if (interp_parse_version(buf, &major, &minor, &micro) != 3)
-		return -ENOEXEC;
-	interp_fill(out, path, major, minor, micro, INTERP_EXPLICIT);
-	return 0;
+	return interp_probe_parse(path, buf, st, out);
 }
 
 /* Index of the entry whose real path is real, or -1. */
@@ -437,7 +456,7 @@ static void interp_available(const struct interp_set *set, char *buf, size_t n)
 }
 
 static int interp_resolve_path(const struct interp_set *set, const char *want, struct interp *out,
-			       char *err, size_t errlen)
+			       char *err, size_t errlen, int may_probe)
 {
 	char real[PATH_MAX];
 	int rc;
@@ -453,6 +472,8 @@ static int interp_resolve_path(const struct interp_set *set, const char *want, s
 		*out = set->v[rc];
 		return 0;
 	}
+	if (!may_probe)
+		return -EAGAIN;
 	rc = interp_probe(want, out);
 	if (rc < 0)
 		return errmsg_set(rc == -ENOENT ? -ENOENT : -EINVAL, err, errlen,
@@ -464,8 +485,8 @@ static int interp_resolve_path(const struct interp_set *set, const char *want, s
 	return 0;
 }
 
-int interp_resolve(const struct interp_set *set, const char *want, struct interp *out,
-		   char *err, size_t errlen)
+static int interp_find(const struct interp_set *set, const char *want, struct interp *out,
+		       char *err, size_t errlen, int may_probe)
 {
 	const struct interp *best = NULL;
 	char avail[512];
@@ -484,7 +505,7 @@ int interp_resolve(const struct interp_set *set, const char *want, struct interp
 		return 0;
 	}
 	if (want[0] == '/')
-		return interp_resolve_path(set, want, out, err, errlen);
+		return interp_resolve_path(set, want, out, err, errlen, may_probe);
 
 	parts = interp_parse_version(want, &major, &minor, &micro);
 	if (parts < 0) {
@@ -517,4 +538,35 @@ void interp_set_free(struct interp_set *set)
 	set->v = NULL;
 	set->n = set->cap = 0;
 	set->default_idx = -1;
+}
+
+int interp_resolve(const struct interp_set *set, const char *want, struct interp *out,
+		   char *err, size_t errlen)
+{
+	return interp_find(set, want, out, err, errlen, 1);
+}
+
+int interp_lookup(const struct interp_set *set, const char *want, struct interp *out,
+		  char *err, size_t errlen)
+{
+	return interp_find(set, want, out, err, errlen, 0);
+}
+
+int interp_check_probed(const struct interp *it, char *err, size_t errlen)
+{
+	if (it->major < INTERP_MIN_MAJOR)
+		return errmsg_set(-EINVAL, err, errlen, "python %s is %s; Python 3 is required",
+				   it->path, it->version);
+	return 0;
+}
+
+int interp_is_short_target(const struct interp_set *set, size_t i)
+{
+	struct interp best;
+	char name[16];
+
+	if (i >= set->n)
+		return 0;
+	snprintf(name, sizeof name, "%d.%d", set->v[i].major, set->v[i].minor);
+	return interp_lookup(set, name, &best, NULL, 0) == 0 && strcmp(best.path, set->v[i].path) == 0;
 }

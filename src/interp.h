@@ -19,6 +19,7 @@
 
 #include <limits.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 enum interp_source { INTERP_CONFIG = 0, INTERP_PYENV = 1, INTERP_PATH = 2, INTERP_EXPLICIT = 3 };
 
@@ -51,8 +52,16 @@ int interp_discover(struct interp_set *set, const char *const *config_paths, siz
 /* Adds one entry (no probe) unless its real path is already present. 0 or -errno. */
 int interp_add(struct interp_set *set, const struct interp *it);
 
-/* Runs `path -E -s -c ...` to read its version and fill out; 0 or -errno. */
+/* Runs `path -E -s -c ...` to read its version and fill out; 0 or -errno.
+ * Blocks (up to 10 s): not for an event handler. */
 int interp_probe(const char *path, struct interp *out);
+/* The same in steps, for an event loop: starts the probe (its version is
+ * printed on *fd, caller closes; caller reaps *pid), then parses what it
+ * printed (NUL-terminated, modified) with its exit status.  0 or -errno. */
+int interp_probe_start(const char *path, pid_t *pid, int *fd);
+int interp_probe_parse(const char *path, char *out_text, int status, struct interp *out);
+/* 0, or -EINVAL with a reason when a probed interpreter cannot serve. */
+int interp_check_probed(const struct interp *it, char *err, size_t errlen);
 
 /* Parses "3.11" or "3.11.7" into parts; returns the number of parts (2 or 3) or -EINVAL.
  * *micro is -1 for two parts.  Any of the out pointers may be NULL. */
@@ -64,6 +73,15 @@ int interp_parse_version(const char *s, int *major, int *minor, int *micro);
  */
 int interp_resolve(const struct interp_set *set, const char *want, struct interp *out,
 		   char *err, size_t errlen);
+
+/* interp_resolve without probing: -EAGAIN (no reason) for an absolute
+ * path that is not among the discovered ones. */
+int interp_lookup(const struct interp_set *set, const char *want, struct interp *out,
+		  char *err, size_t errlen);
+
+/* Is set->v[i] the entry its short name ("3.11") resolves to?  The one
+ * answer every listing of interpreters uses. */
+int interp_is_short_target(const struct interp_set *set, size_t i);
 
 void interp_set_free(struct interp_set *set);
 

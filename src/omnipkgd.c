@@ -24,12 +24,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 #include "config.h"
+#include "core.h"
 #include "fusefs.h"
 #include "interp.h"
 #include "logx.h"
 #include "loop.h"
 #include "paths.h"
-#include "pool.h"
 #include "server.h"
 
 extern const char worker_py[];
@@ -39,7 +39,7 @@ struct daemon {
 	struct loop *loop;
 	struct config cfg;
 	struct interp_set py;
-	struct pool *pool;
+	struct core *core;
 	struct server *srv;
 	struct fusefs *fs;
 	char rtdir[PATH_MAX], home[PATH_MAX], sock[PATH_MAX], pidfile[PATH_MAX + 16];
@@ -128,6 +128,14 @@ static int write_worker(struct daemon *d)
 	return 0;
 }
 
+/* Exit code 1 for "already running", also through --daemon's parent. */
+static int already_running(int notify)
+{
+	if (notify >= 0 && write(notify, "1", 1) != 1)
+		logx(LOGX_WARN, "could not tell the starting process that another daemon runs");
+	return 1;
+}
+
 static void on_shutdown(void *ud)
 {
 	struct daemon *d = ud;
@@ -144,7 +152,7 @@ static void on_signal(struct loop *l, int fd, uint32_t ev, void *ud)
 	while (read(fd, &si, sizeof si) == sizeof si) {
 		switch (si.ssi_signo) {
 		case SIGCHLD:
-			pool_reap(d->pool);
+			core_reap(d->core);
 			break;
 		case SIGTERM:
 		case SIGINT:
@@ -175,7 +183,8 @@ static int setup_signals(struct daemon *d)
 	return loop_add(d->loop, d->sigfd, EPOLLIN, on_signal, d);
 }
 
-/* --daemon: the parent waits on a pipe until the child listens. */
+/* --daemon: the parent waits on a pipe until the child listens ('R'), or
+ * learns that another daemon runs ('1'), and exits with the same code. */
 static int detach(const char *log, int *notify_fd)
 {
 	int p[2], fd;
@@ -189,7 +198,9 @@ static int detach(const char *log, int *notify_fd)
 		return -errno;
 	if (pid > 0) {
 		close(p[1]);
-		_exit(read(p[0], &c, 1) == 1 && c == 'R' ? 0 : 111);
+		if (read(p[0], &c, 1) != 1)
+			_exit(111);
+		_exit(c == 'R' ? 0 : c == '1' ? 1 : 111);
 	}
 	close(p[0]);
 	setsid();
@@ -223,6 +234,7 @@ int main(int argc, char **argv)
 	};
 	struct daemon d = { .sigfd = -1, .pidfd = -1 };
 	struct server_ctx ctx;
+	struct core_ctx cctx;
 	const char *config_path = NULL, *log_path = NULL, *mount = NULL;
 	char err[1024];
 	int daemonize = 0, notify = -1, o, r;
@@ -268,7 +280,7 @@ int main(int argc, char **argv)
 	}
 	r = take_pidfile(&d);
 	if (r == -EEXIST)
-		return 1;
+		return already_running(notify);
 	if (r < 0) {
 		logx(LOGX_ERR, "pid file %s: %s", d.pidfile, strerror(-r));
 		return 111;
@@ -276,7 +288,7 @@ int main(int argc, char **argv)
 	if (access(d.sock, F_OK) == 0) {
 		if (socket_alive(d.sock)) {
 			logx(LOGX_ERR, "another process answers on %s", d.sock);
-			return 1;
+			return already_running(notify);
 		}
 		logx(LOGX_INFO, "removing stale socket %s", d.sock);
 		unlink(d.sock);
@@ -298,13 +310,19 @@ int main(int argc, char **argv)
 		logx(LOGX_ERR, "cannot set up the event loop: %s", strerror(errno));
 		return 111;
 	}
-	d.pool = pool_new(d.loop, &d.cfg, &d.py, d.home, d.worker);
-	ctx = (struct server_ctx){ .loop = d.loop, .pool = d.pool, .cfg = &d.cfg, .py = &d.py,
-				   .home = d.home, .sock_path = d.sock, .on_shutdown = on_shutdown,
-				   .ud = &d };
+	cctx = (struct core_ctx){ .loop = d.loop, .cfg = &d.cfg, .py = &d.py, .home = d.home,
+				  .rtdir = d.rtdir, .entry = d.worker };
+	d.core = core_new(&cctx, err, sizeof err);
+	if (!d.core) {
+		logx(LOGX_ERR, "%s", err);
+		return 111;
+	}
+	ctx = (struct server_ctx){ .loop = d.loop, .core = d.core, .sock_path = d.sock,
+				   .on_shutdown = on_shutdown, .ud = &d };
 	d.srv = server_new(&ctx, err, sizeof err);
 	if (!d.srv) {
 		logx(LOGX_ERR, "%s", err);
+		core_free(d.core);
 		return 111;
 	}
 	logx(LOGX_INFO, "omnipkgd %s listening on %s (%zu interpreters, home %s)", OMNI_VERSION,
@@ -312,14 +330,11 @@ int main(int argc, char **argv)
 	if (!mount && d.cfg.mount[0])
 		mount = d.cfg.mount;
 	if (mount && *mount) {
-		struct fusefs_ctx fctx = { .loop = d.loop, .pool = d.pool, .cfg = &d.cfg, .py = &d.py,
-					   .home = d.home, .rtdir = d.rtdir };
-
-		d.fs = fusefs_mount(&fctx, mount, err, sizeof err);
+		d.fs = fusefs_mount(d.core, mount, err, sizeof err);
 		if (!d.fs) {
 			logx(LOGX_ERR, "cannot mount %s: %s", mount, err);
 			server_free(d.srv);
-			pool_free(d.pool);
+			core_free(d.core);
 			return 111;
 		}
 		logx(LOGX_INFO, "control filesystem mounted at %s", mount);
@@ -329,7 +344,7 @@ int main(int argc, char **argv)
 			logx(LOGX_WARN, "could not tell the starting process that we are up");
 		close(notify);
 	}
-	pool_prewarm(d.pool);
+	core_prewarm(d.core);
 
 	r = loop_run(d.loop);
 	if (r < 0)
@@ -337,9 +352,9 @@ int main(int argc, char **argv)
 
 	/* Stop: no new clients, fail what runs, tell the clients, clean up. */
 	server_stop_listening(d.srv);
-	pool_free(d.pool);         /* fails running jobs: their readers get answers */
+	core_free(d.core);         /* fails running jobs: their readers get answers */
 	if (d.fs)
-		fusefs_unmount(d.fs);  /* after the pool: no job callback reaches it later */
+		fusefs_unmount(d.fs);  /* after the core: no job callback reaches it later */
 	server_drain(d.srv, 1.0);
 	server_free(d.srv);
 	unlink(d.pidfile);

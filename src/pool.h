@@ -1,57 +1,61 @@
 /*
- * pool.h - the worker pool and router.
+ * pool.h - the registry of workers: finds or starts the worker of a key,
+ * keeps max_workers (evicting the least recently used idle one), retires
+ * idle workers after idle_timeout, reaps every child, and counts.
  *
- * A worker is one Python process serving one key (canonical spec,
- * interpreter path, tag).  Jobs for a busy worker wait in its queue.  New
- * workers fork from a warm zygote of their interpreter (config "zygote"),
- * else exec a fresh interpreter.  A worker that crashes or times out fails
- * only its own in-flight job; jobs still queued on it move to a new worker.
- *
- *   state      event               action
- *   spawning   "ready"             -> idle, run the queue
- *   idle       job                 -> busy
- *   busy       "done"              reply, -> idle (an ephemeral one retires)
- *   busy       timeout             kill the process group, fail the job "timeout"
- *   any        EOF / exit / signal fail the job with the exit code or signal,
- *                                  requeue the rest (fail them if it never got ready)
- *   idle       idle_timeout        retire
+ * Jobs enter through pool_submit (the core calls it), are resolved by the
+ * router, and queue on their worker (worker.h has the state machine).
  */
 #ifndef OMNI_POOL_H
 #define OMNI_POOL_H
 
-#include <cjson/cJSON.h>
+#include <stdint.h>
+#include <sys/types.h>
 #include "config.h"
 #include "interp.h"
+#include "job.h"
 #include "loop.h"
+#include "worker.h"
 
 struct pool;
 
-/* Receives the reply of a job and owns it.  Called exactly once per
- * pool_submit, possibly before pool_submit returns. */
-typedef void (*pool_done_cb)(cJSON *reply, void *ud);
-
-struct pool_req {
-	const char *spec;      /* required */
-	const char *python;    /* NULL: default interpreter */
-	const char *code;      /* required */
-	const char *tag;       /* NULL: "" */
-	double timeout;        /* <= 0: config job_timeout */
-	int once;
-};
-
-/* All pointers are borrowed and must outlive the pool. */
+/* All pointers are borrowed and must outlive the pool.  cgroup_base: the
+ * daemon's cgroup (one group per worker below it), or NULL. */
 struct pool *pool_new(struct loop *l, const struct config *cfg, const struct interp_set *py,
-		      const char *home, const char *worker_py);
-/* Fails every pending job with reason "shutdown", kills and reaps workers. */
+		      const char *home, const char *entry, const char *cgroup_base);
+/* Fails every pending job with reason "shutdown", kills and reaps workers
+ * and everything they started. */
 void pool_free(struct pool *p);
 
-void pool_submit(struct pool *p, const struct pool_req *r, pool_done_cb cb, void *ud);
+/* Runs r; cb gets the reply exactly once, possibly before this returns.
+ * Returns the job's id (0 when it could not even be created). */
+uint64_t pool_submit(struct pool *p, const struct job_req *r, job_done_cb cb, void *ud);
+/* Fails job id with reason "cancelled" (killing its worker if it runs).
+ * 0, or -ENOENT when no queued or running job has that id. */
+int pool_cancel(struct pool *p, uint64_t id);
 /* Starts the configured pre-warmed workers; problems are logged. */
 void pool_prewarm(struct pool *p);
 /* Reaps children; call on SIGCHLD. */
 void pool_reap(struct pool *p);
 
-cJSON *pool_workers_json(struct pool *p);            /* caller deletes */
-void pool_stats_json(struct pool *p, cJSON *into);   /* adds counters */
+struct pool_worker_info {
+	const char *spec, *python, *version, *tag, *state, *started_by;
+	pid_t pid;
+	unsigned long long jobs;
+	int queued, once;
+	double idle_s, start_ms;
+};
+/* Calls cb for each live worker (borrowed strings) until it returns nonzero. */
+int pool_each_worker(struct pool *p, int (*cb)(const struct pool_worker_info *w, void *ud), void *ud);
+/* The zygotes likewise (see spawner.h). */
+int pool_each_zygote(struct pool *p, int (*cb)(const struct spawner_zygote_info *z, void *ud), void *ud);
+
+struct pool_stats {
+	struct pool_counters c;
+	int workers;
+	int cgroups;                 /* 1: one cgroup per worker; 0: /proc fallback */
+	unsigned probed, probe_failed, probing;
+};
+void pool_stats(struct pool *p, struct pool_stats *out);
 
 #endif

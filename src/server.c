@@ -118,7 +118,7 @@ static int arg_str(const cJSON *req, const char *key, const char **out)
 
 static void op_exec(struct conn *c, uint64_t id, const cJSON *req)
 {
-	struct pool_req r = { 0 };
+	struct job_req r = { 0 };
 	const cJSON *t = cJSON_GetObjectItemCaseSensitive(req, "timeout");
 	const cJSON *once = cJSON_GetObjectItemCaseSensitive(req, "once");
 	struct pending *pd;
@@ -147,7 +147,7 @@ static void op_exec(struct conn *c, uint64_t id, const cJSON *req)
 	pd->c = c;
 	pd->id = id;
 	c->inflight++;
-	pool_submit(c->srv->ctx.pool, &r, job_done, pd);
+	core_submit(c->srv->ctx.core, &r, job_done, pd);
 }
 
 static cJSON *ok_reply(void)
@@ -172,16 +172,12 @@ static void op_hello(struct conn *c, uint64_t id)
 static void op_status(struct conn *c, uint64_t id)
 {
 	struct server *s = c->srv;
-	cJSON *r = ok_reply();
+	cJSON *r = core_status_json(s->ctx.core);
 
-	cJSON_AddNumberToObject(r, "pid", getpid());
-	cJSON_AddStringToObject(r, "version", OMNI_VERSION);
+	cJSON_AddBoolToObject(r, "ok", 1);
 	cJSON_AddNumberToObject(r, "proto", PROTO_VERSION);
-	cJSON_AddNumberToObject(r, "uptime", loop_now() - s->t_start);
 	cJSON_AddStringToObject(r, "socket", s->ctx.sock_path);
-	cJSON_AddStringToObject(r, "home", s->ctx.home);
 	cJSON_AddNumberToObject(r, "clients", s->nconns);
-	pool_stats_json(s->ctx.pool, r);
 	conn_reply(c, id, r);
 }
 
@@ -189,35 +185,15 @@ static void op_workers(struct conn *c, uint64_t id)
 {
 	cJSON *r = ok_reply();
 
-	cJSON_AddItemToObject(r, "workers", pool_workers_json(c->srv->ctx.pool));
+	cJSON_AddItemToObject(r, "workers", core_workers_json(c->srv->ctx.core));
 	conn_reply(c, id, r);
 }
 
 static void op_pythons(struct conn *c, uint64_t id)
 {
-	static const char *src[] = { "config", "pyenv", "path", "explicit" };
-	const struct interp_set *set = c->srv->ctx.py;
-	cJSON *r = ok_reply(), *a = cJSON_AddArrayToObject(r, "pythons");
+	cJSON *r = ok_reply();
 
-	for (size_t i = 0; i < set->n; i++) {
-		const struct interp *it = &set->v[i];
-		struct interp best;
-		char name[16];
-		cJSON *o = cJSON_CreateObject();
-
-		snprintf(name, sizeof name, "%d.%d", it->major, it->minor);
-		cJSON_AddStringToObject(o, "name", name);
-		cJSON_AddStringToObject(o, "version", it->version);
-		cJSON_AddStringToObject(o, "path", it->path);
-		cJSON_AddStringToObject(o, "tag", it->tag);
-		cJSON_AddStringToObject(o, "source", it->source >= 0 && it->source < 4 ? src[it->source] : "?");
-		cJSON_AddBoolToObject(o, "default", (int)i == set->default_idx);
-		/* Which entry the short name means, so the user sees the choice. */
-		cJSON_AddBoolToObject(o, "short_name_target",
-				      interp_resolve(set, name, &best, NULL, 0) == 0 &&
-				      strcmp(best.path, it->path) == 0);
-		cJSON_AddItemToArray(a, o);
-	}
+	cJSON_AddItemToObject(r, "pythons", core_pythons_json(c->srv->ctx.core));
 	conn_reply(c, id, r);
 }
 
@@ -237,7 +213,7 @@ static void op_list(struct conn *c, uint64_t id)
 {
 	cJSON *r = ok_reply(), *a = cJSON_AddArrayToObject(r, "bubbles");
 
-	bubble_list(c->srv->ctx.home, list_one, a);
+	bubble_list(core_home(c->srv->ctx.core), list_one, a);
 	conn_reply(c, id, r);
 }
 

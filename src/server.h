@@ -6,19 +6,13 @@
 #define OMNI_SERVER_H
 
 #include <stddef.h>
-#include "config.h"
-#include "interp.h"
-#include "loop.h"
-#include "pool.h"
+#include "core.h"
 
 struct server;
 
 struct server_ctx {                /* all borrowed; must outlive the server */
 	struct loop *loop;
-	struct pool *pool;
-	const struct config *cfg;
-	const struct interp_set *py;
-	const char *home;
+	struct core *core;
 	const char *sock_path;
 	void (*on_shutdown)(void *ud); /* a client asked the daemon to stop */
 	void *ud;

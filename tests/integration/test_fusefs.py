@@ -475,7 +475,7 @@ class TestShm(MountCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.tool(exe, seg, "write", size - 4, "ping")
         code = ("import mmap\nf = open(%r, 'r+b')\nm = mmap.mmap(f.fileno(), 0)\n"
-                "assert bytes(m[%d:]) == b'ping'\nm[0:4] = b'pong'\n"
+                "assert bytes(m[%d:]) == b'ping'\nm[0:4] = b'pong'\nm.close()\nf.close()\n"
                 % (os.path.realpath(seg), size - 4))
         res = self.run_code(code)
         self.assertTrue(res["ok"], res)

@@ -28,16 +28,20 @@ static struct loop *lp;
 static struct pool *pool;
 static cJSON *replies[MAXR];
 static int nreplies, want;
+static int order[MAXR];            /* slots in the order their replies came */
 static int timed_out;
+static char worker[512];
 
 static void on_done(cJSON *reply, void *ud)
 {
 	int slot = (int)(intptr_t)ud;
 
-	if (slot >= 0 && slot < MAXR)
+	if (slot >= 0 && slot < MAXR) {
 		replies[slot] = reply;
-	else
+		order[nreplies % MAXR] = slot;
+	} else {
 		cJSON_Delete(reply);
+	}
 	if (++nreplies >= want)
 		loop_stop(lp);
 }
@@ -65,23 +69,30 @@ static void run_until(int n)
 	loop_timer_cancel(lp, t);
 }
 
-/* Lets the loop run for a while (reaping, evictions). */
-static void settle(double seconds)
+static uint64_t submit(int slot, const char *spec, const char *python, const char *tag,
+		       const char *code, int once)
 {
-	struct loop_timer *t = loop_timer_add(lp, seconds, on_timeout, NULL);
+	struct job_req r = { .spec = spec, .python = python, .code = code, .tag = tag, .once = once };
 
-	want = 1 << 30;
-	loop_run(lp);
-	(void)t;   /* fired */
-	timed_out = 0;
+	return pool_submit(pool, &r, on_done, (void *)(intptr_t)slot);
 }
 
-static void submit(int slot, const char *spec, const char *python, const char *tag,
-		   const char *code, int once)
+static void stop_loop(struct loop *l, void *ud)
 {
-	struct pool_req r = { .spec = spec, .python = python, .code = code, .tag = tag, .once = once };
+	loop_stop(l);
+}
 
-	pool_submit(pool, &r, on_done, (void *)(intptr_t)slot);
+/* Runs the loop in short slices until cond() holds or seconds pass. */
+static int wait_for(int (*cond)(void *), void *arg, double seconds)
+{
+	double until = loop_now() + seconds;
+
+	while (!cond(arg) && loop_now() < until) {
+		loop_timer_add(lp, 0.02, stop_loop, NULL);
+		want = 1 << 30;
+		loop_run(lp);
+	}
+	return cond(arg);
 }
 
 static const char *str(const cJSON *o, const char *k)
@@ -98,35 +109,42 @@ static double num(const cJSON *o, const char *k)
 
 static int ok(const cJSON *o) { return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "ok")); }
 
+static int count_one(const struct pool_worker_info *w, void *ud)
+{
+	(*(int *)ud)++;
+	return 0;
+}
+
 static int live_workers(void)
 {
-	cJSON *w = pool_workers_json(pool);
-	int n = cJSON_GetArraySize(w);
+	int n = 0;
 
-	cJSON_Delete(w);
+	pool_each_worker(pool, count_one, &n);
 	return n;
+}
+
+static int tag_is(const struct pool_worker_info *w, void *ud)
+{
+	return strcmp(w->tag, ud) == 0;
 }
 
 static int has_tag(const char *tag)
 {
-	cJSON *w = pool_workers_json(pool), *it;
-	int found = 0;
-
-	cJSON_ArrayForEach(it, w)
-		found |= strcmp(str(it, "tag"), tag) == 0;
-	cJSON_Delete(w);
-	return found;
+	return pool_each_worker(pool, tag_is, (void *)tag);
 }
+
+static int no_workers(void *arg) { return live_workers() == 0; }
+
+static int pid_gone(void *arg) { return kill(*(pid_t *)arg, 0) < 0 && errno == ESRCH; }
 
 static int start_pool(void)
 {
-	char worker[512];
-
 	snprintf(worker, sizeof worker, "%s/src/worker.py", OMNI_SOURCE_DIR);
 	lp = loop_new();
-	pool = pool_new(lp, &cfg, &pys, home, strdup(worker));
+	pool = pool_new(lp, &cfg, &pys, home, worker, NULL);
 	loop_timer_add(lp, 0.01, reap_tick, NULL);
 	memset(replies, 0, sizeof replies);
+	memset(order, -1, sizeof order);
 	nreplies = 0;
 	timed_out = 0;
 	return lp && pool ? 0 : -1;
@@ -252,15 +270,13 @@ static void test_once_worker_retires(void)
 	submit(0, "base", "3.11", NULL, "result = 1", 1);
 	run_until(1);
 	CU_ASSERT(ok(replies[0]));
-	CU_ASSERT_EQUAL(live_workers(), 0);
-	settle(0.5);
+	CU_ASSERT(wait_for(no_workers, NULL, 10.0));
 	{
-		cJSON *st = cJSON_CreateObject();
+		struct pool_stats st;
 
-		pool_stats_json(pool, st);
-		CU_ASSERT_EQUAL(num(st, "workers"), 0);
-		CU_ASSERT_EQUAL(num(st, "jobs"), 1);
-		cJSON_Delete(st);
+		pool_stats(pool, &st);
+		CU_ASSERT_EQUAL(st.workers, 0);
+		CU_ASSERT_EQUAL(st.c.jobs_total, 1);
 	}
 	stop_pool();
 }
@@ -280,6 +296,128 @@ static void test_crash_fails_its_job_and_requeues_the_rest(void)
 	CU_ASSERT_EQUAL(num(replies[1], "exit_code"), 5);
 	CU_ASSERT(ok(replies[2]));
 	CU_ASSERT_NOT_EQUAL(num(replies[2], "result"), num(replies[0], "worker_pid"));
+	stop_pool();
+}
+
+/* The first job of a new worker crashes: only that job fails, and the one
+ * queued behind it runs on a new worker. */
+static void test_first_job_crash_requeues_the_rest(void)
+{
+	setup_cfg(1, 8);
+	CU_ASSERT_FATAL(start_pool() == 0);
+	submit(0, "base", "3.11", "t1", "import os, time; time.sleep(0.5); os._exit(7)", 0);
+	submit(1, "base", "3.11", "t1", "result = 2", 0);
+	run_until(2);
+	CU_ASSERT_FALSE(timed_out);
+	CU_ASSERT_STRING_EQUAL(str(replies[0], "reason"), "exit");
+	CU_ASSERT_EQUAL(num(replies[0], "exit_code"), 7);
+	CU_ASSERT(ok(replies[1]));
+	CU_ASSERT_EQUAL(num(replies[1], "result"), 2);
+	CU_ASSERT_NOT_EQUAL(num(replies[1], "worker_pid"), num(replies[0], "worker_pid"));
+	stop_pool();
+}
+
+/* A worker that closes its control channel and spins is killed, not left. */
+static void test_lost_worker_is_killed(void)
+{
+	pid_t pid;
+
+	setup_cfg(1, 8);
+	CU_ASSERT_FATAL(start_pool() == 0);
+	submit(0, "base", "3.11", "lost", "import os; result = os.getpid()", 0);
+	run_until(1);
+	pid = (pid_t)num(replies[0], "result");
+	CU_ASSERT_FATAL(pid > 0);
+	submit(1, "base", "3.11", "lost",
+	       "import os\n"
+	       "for f in os.listdir('/proc/self/fd'):\n"
+	       "    try:\n"
+	       "        if int(f) > 2 and os.readlink('/proc/self/fd/' + f).startswith('socket:'):\n"
+	       "            os.close(int(f))\n"
+	       "    except OSError:\n"
+	       "        pass\n"
+	       "while True:\n"
+	       "    pass\n", 0);
+	run_until(2);
+	CU_ASSERT_FALSE(timed_out);
+	CU_ASSERT_FALSE(ok(replies[1]));
+	CU_ASSERT(wait_for(pid_gone, &pid, 10.0));
+	stop_pool();
+}
+
+static int count_busy(const struct pool_worker_info *w, void *ud)
+{
+	*(int *)ud += strcmp(w->state, "busy") == 0;
+	return 0;
+}
+
+static int busy_workers(void *arg)
+{
+	int n = 0;
+
+	pool_each_worker(pool, count_busy, &n);
+	return n > 0;
+}
+
+/* Cancelling a queued job fails it alone; cancelling a running one kills
+ * its worker; an unknown id is -ENOENT. */
+static void test_cancel(void)
+{
+	uint64_t running, queued;
+
+	setup_cfg(1, 8);
+	CU_ASSERT_FATAL(start_pool() == 0);
+	running = submit(0, "base", "3.11", "c", "import time; time.sleep(60)", 0);
+	queued = submit(1, "base", "3.11", "c", "result = 1", 0);
+	CU_ASSERT_EQUAL(pool_cancel(pool, queued), 0);
+	CU_ASSERT_EQUAL(nreplies, 1);
+	CU_ASSERT_STRING_EQUAL(str(replies[1], "reason"), "cancelled");
+	CU_ASSERT(wait_for(busy_workers, NULL, 30.0));
+	CU_ASSERT_EQUAL(pool_cancel(pool, running), 0);
+	CU_ASSERT_EQUAL(nreplies, 2);
+	CU_ASSERT_STRING_EQUAL(str(replies[0], "reason"), "cancelled");
+	CU_ASSERT_EQUAL(pool_cancel(pool, running), -ENOENT);
+	CU_ASSERT(wait_for(no_workers, NULL, 10.0));
+	stop_pool();
+}
+
+static int first_reply(void *arg)
+{
+	return nreplies >= 1;
+}
+
+/* An interpreter path never probed is probed off the loop: other jobs go
+ * on meanwhile, and the answer (here a failure) is cached. */
+static void test_unprobed_python_does_not_block(void)
+{
+	char script[128], go[128], text[256];
+	FILE *f;
+
+	snprintf(script, sizeof script, "%s/slow-python", home);
+	snprintf(go, sizeof go, "%s/go", home);
+	snprintf(text, sizeof text, "#!/bin/sh\nwhile [ ! -e %s ]; do sleep 0.02; done\nexit 1\n", go);
+	f = fopen(script, "w");
+	CU_ASSERT_FATAL(f != NULL);
+	fputs(text, f);
+	fclose(f);
+	chmod(script, 0755);
+	setup_cfg(1, 8);
+	CU_ASSERT_FATAL(start_pool() == 0);
+	submit(0, "base", script, NULL, "pass", 0);
+	submit(1, "base", "3.11", NULL, "result = 1", 0);
+	CU_ASSERT(wait_for(first_reply, NULL, 30.0));
+	CU_ASSERT_EQUAL(order[0], 1);          /* the probe did not hold the loop */
+	CU_ASSERT(ok(replies[1]));
+	f = fopen(go, "w");
+	CU_ASSERT_FATAL(f != NULL);
+	fclose(f);
+	run_until(2);
+	CU_ASSERT_STRING_EQUAL(str(replies[0], "reason"), "nopython");
+	submit(2, "base", script, NULL, "pass", 0);
+	CU_ASSERT_EQUAL(nreplies, 3);          /* answered from the cache, at once */
+	CU_ASSERT_STRING_EQUAL(str(replies[2], "reason"), "nopython");
+	unlink(go);
+	unlink(script);
 	stop_pool();
 }
 
@@ -313,8 +451,7 @@ static void unstartable(int zygote)
 	CU_ASSERT_FALSE(timed_out);
 	CU_ASSERT_STRING_EQUAL(str(replies[0], "reason"), "spawn");
 	CU_ASSERT_STRING_EQUAL(str(replies[1], "reason"), "spawn");
-	settle(0.3);
-	CU_ASSERT_EQUAL(live_workers(), 0);
+	CU_ASSERT(wait_for(no_workers, NULL, 10.0));
 	stop_pool();
 	pys.n--;   /* drop the fake interpreter again */
 }
@@ -343,8 +480,7 @@ static void test_hung_interpreter_times_out(void)
 	CU_ASSERT_FALSE(timed_out);
 	CU_ASSERT_STRING_EQUAL(str(replies[0], "reason"), "spawn");
 	CU_ASSERT_PTR_NOT_NULL(strstr(str(replies[0], "error"), "not ready"));
-	settle(0.3);
-	CU_ASSERT_EQUAL(live_workers(), 0);
+	CU_ASSERT(wait_for(no_workers, NULL, 10.0));
 	stop_pool();
 	pys.n--;
 }
@@ -366,13 +502,19 @@ int main(void)
 	CU_add_test(s, "max_workers with all busy refuses", test_max_workers_all_busy_is_refused);
 	CU_add_test(s, "once worker retires", test_once_worker_retires);
 	CU_add_test(s, "crash fails its job, requeues the rest", test_crash_fails_its_job_and_requeues_the_rest);
+	CU_add_test(s, "first job crash requeues the rest", test_first_job_crash_requeues_the_rest);
+	CU_add_test(s, "lost worker is killed", test_lost_worker_is_killed);
+	CU_add_test(s, "cancel", test_cancel);
+	CU_add_test(s, "unprobed python does not block the loop", test_unprobed_python_does_not_block);
 	CU_add_test(s, "refusals", test_refusals);
 	CU_add_test(s, "unstartable interpreter, fresh", test_unstartable_fresh);
 	CU_add_test(s, "unstartable interpreter, zygote", test_unstartable_zygote);
 	CU_add_test(s, "hung interpreter times out", test_hung_interpreter_times_out);
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	CU_basic_run_tests();
-	failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
+	/* A suite that could not start has failed too, never passed. */
+	failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed() +
+		 CU_get_number_of_suites_failed();
 	CU_cleanup_registry();
 	return failed ? 1 : 0;
 }

@@ -1,21 +1,21 @@
 /*
- * job.c - jobs of the control filesystem, their contexts and the reads
+ * fsjob.c - jobs of the control filesystem, their contexts and the reads
  * that wait for them (see job.h).
  *
- *   j = jobs_submit(js, "base", "/usr/bin/python3.11", "print(1)", 8);
- *   jobs_defer_read(js, j, req, JF_STDOUT, 0, 4096);   -> answered "1\n" later
- *   job_unref(j);
+ *   j = fsjobs_submit(js, "base", "/usr/bin/python3.11", "print(1)", 8);
+ *   fsjobs_defer_read(js, j, req, JF_STDOUT, 0, 4096);   -> answered "1\n" later
+ *   fsjob_unref(j);
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "job.h"
+#include "fsjob.h"
 #include "logx.h"
 
 struct waiter {
 	fuse_req_t req;
-	struct job *job;               /* referenced */
+	struct fsjob *job;               /* referenced */
 	int file;
 	size_t pos, size;
 	int interrupted;
@@ -24,13 +24,13 @@ struct waiter {
 
 struct jctx {
 	char *spec, *py;
-	struct job *latest;            /* referenced, or NULL */
+	struct fsjob *latest;            /* referenced, or NULL */
 	uint64_t used;
 };
 
-struct jobs {
-	struct pool *pool;
-	struct job *ring[JOBS_RING];   /* by id % JOBS_RING */
+struct fsjobs {
+	struct core *core;
+	struct fsjob *ring[JOBS_RING];   /* by id % JOBS_RING */
 	uint64_t next_id;
 	struct jctx ctx[JOBS_MAX_CONTEXTS];
 	size_t nctx;
@@ -38,7 +38,7 @@ struct jobs {
 	struct waiter *waiters;
 	size_t nwaiters;
 	int interrupted;
-	struct job *all;               /* every live job, to detach them at the end */
+	struct fsjob *all;               /* every live job, to detach them at the end */
 	size_t held, keep;             /* bytes of output kept by live jobs */
 	uint64_t submitted, finished, failed, deferred, interrupts;
 };
@@ -49,7 +49,7 @@ static const char *no_job[JF_N] = {
 };
 static const char *state_text[] = { "running\n", "done\n", "failed\n" };
 
-static size_t job_held(const struct job *j)
+static size_t fsjob_held(const struct fsjob *j)
 {
 	size_t n = 0;
 
@@ -58,17 +58,17 @@ static size_t job_held(const struct job *j)
 	return n;
 }
 
-void job_ref(struct job *j)
+void fsjob_ref(struct fsjob *j)
 {
 	j->refs++;
 }
 
-void job_unref(struct job *j)
+void fsjob_unref(struct fsjob *j)
 {
 	if (!j || --j->refs > 0)
 		return;
 	if (j->js) {
-		j->js->held -= job_held(j);
+		j->js->held -= fsjob_held(j);
 		if (j->prev)
 			j->prev->next = j->next;
 		else
@@ -85,12 +85,12 @@ void job_unref(struct job *j)
 	free(j);
 }
 
-int job_finished(const struct job *j)
+int fsjob_finished(const struct fsjob *j)
 {
 	return j->state != JOB_RUNNING;
 }
 
-const char *job_text(const struct job *j, int file, size_t *len)
+const char *fsjob_text(const struct fsjob *j, int file, size_t *len)
 {
 	const char *t;
 
@@ -103,7 +103,7 @@ const char *job_text(const struct job *j, int file, size_t *len)
 	else if (j->text[file])
 		t = j->text[file];
 	else
-		t = file == JF_RESULT && !job_finished(j) ? "{}\n" : "";
+		t = file == JF_RESULT && !fsjob_finished(j) ? "{}\n" : "";
 	*len = strlen(t);
 	if (j && file != JF_STATUS && j->text[file])
 		*len = j->len[file];
@@ -112,18 +112,18 @@ const char *job_text(const struct job *j, int file, size_t *len)
 
 /* ---- the registry ---- */
 
-struct jobs *jobs_new(struct pool *pool, size_t keep_bytes)
+struct fsjobs *fsjobs_new(struct core *core, size_t keep_bytes)
 {
-	struct jobs *js = calloc(1, sizeof *js);
+	struct fsjobs *js = calloc(1, sizeof *js);
 
 	if (js) {
-		js->pool = pool;
+		js->core = core;
 		js->keep = keep_bytes;
 	}
 	return js;
 }
 
-static void waiter_unlink(struct jobs *js, struct waiter *w)
+static void waiter_unlink(struct fsjobs *js, struct waiter *w)
 {
 	if (w->prev)
 		w->prev->next = w->next;
@@ -134,7 +134,7 @@ static void waiter_unlink(struct jobs *js, struct waiter *w)
 	js->nwaiters--;
 }
 
-void jobs_free(struct jobs *js)
+void fsjobs_free(struct fsjobs *js)
 {
 	if (!js)
 		return;
@@ -143,24 +143,24 @@ void jobs_free(struct jobs *js)
 
 		waiter_unlink(js, w);
 		fuse_reply_err(w->req, EINTR);
-		job_unref(w->job);
+		fsjob_unref(w->job);
 		free(w);
 	}
 	/* Running jobs keep the pool's reference and open files theirs: none of
 	 * them may reach the registry later. */
-	for (struct job *j = js->all; j; j = j->next)
+	for (struct fsjob *j = js->all; j; j = j->next)
 		j->js = NULL;
 	for (size_t i = 0; i < js->nctx; i++) {
 		free(js->ctx[i].spec);
 		free(js->ctx[i].py);
-		job_unref(js->ctx[i].latest);
+		fsjob_unref(js->ctx[i].latest);
 	}
 	for (size_t i = 0; i < JOBS_RING; i++)
-		job_unref(js->ring[i]);
+		fsjob_unref(js->ring[i]);
 	free(js);
 }
 
-static struct jctx *ctx_find(struct jobs *js, const char *spec, const char *py, int create)
+static struct jctx *ctx_find(struct fsjobs *js, const char *spec, const char *py, int create)
 {
 	struct jctx *c = NULL;
 
@@ -181,7 +181,7 @@ static struct jctx *ctx_find(struct jobs *js, const char *spec, const char *py, 
 				c = &js->ctx[i];
 		free(c->spec);
 		free(c->py);
-		job_unref(c->latest);
+		fsjob_unref(c->latest);
 		memset(c, 0, sizeof *c);
 		js->nctx--;
 	}
@@ -197,27 +197,27 @@ static struct jctx *ctx_find(struct jobs *js, const char *spec, const char *py, 
 	return c;
 }
 
-struct job *jobs_latest(struct jobs *js, const char *spec, const char *py)
+struct fsjob *fsjobs_latest(struct fsjobs *js, const char *spec, const char *py)
 {
 	struct jctx *c = ctx_find(js, spec, py, 0);
 
 	return c ? c->latest : NULL;
 }
 
-struct job *jobs_get(struct jobs *js, uint64_t id)
+struct fsjob *fsjobs_get(struct fsjobs *js, uint64_t id)
 {
-	struct job *j = id ? js->ring[id % JOBS_RING] : NULL;
+	struct fsjob *j = id ? js->ring[id % JOBS_RING] : NULL;
 
 	return j && j->id == id ? j : NULL;
 }
 
-int jobs_each(struct jobs *js, int (*cb)(struct job *j, void *ud), void *ud)
+int fsjobs_each(struct fsjobs *js, int (*cb)(struct fsjob *j, void *ud), void *ud)
 {
 	uint64_t first = js->next_id > JOBS_RING ? js->next_id - JOBS_RING + 1 : 1;
 	int r = 0;
 
 	for (uint64_t id = first; r == 0 && id <= js->next_id; id++) {
-		struct job *j = jobs_get(js, id);
+		struct fsjob *j = fsjobs_get(js, id);
 
 		if (j)
 			r = cb(j, ud);
@@ -226,24 +226,24 @@ int jobs_each(struct jobs *js, int (*cb)(struct job *j, void *ud), void *ud)
 }
 
 /* Output kept over budget: the oldest jobs leave the ring (open files keep theirs). */
-static void jobs_trim(struct jobs *js)
+static void fsjobs_trim(struct fsjobs *js)
 {
 	uint64_t first = js->next_id > JOBS_RING ? js->next_id - JOBS_RING + 1 : 1;
 
 	for (uint64_t id = first; js->held > js->keep && id < js->next_id; id++) {
-		struct job *j = jobs_get(js, id);
+		struct fsjob *j = fsjobs_get(js, id);
 
-		if (j && job_finished(j)) {
+		if (j && fsjob_finished(j)) {
 			js->ring[id % JOBS_RING] = NULL;
-			job_unref(j);
+			fsjob_unref(j);
 		}
 	}
 }
 
-static void reply_slice(fuse_req_t req, const struct job *j, int file, size_t pos, size_t size)
+static void reply_slice(fuse_req_t req, const struct fsjob *j, int file, size_t pos, size_t size)
 {
 	size_t len;
-	const char *t = job_text(j, file, &len);
+	const char *t = fsjob_text(j, file, &len);
 
 	if (pos >= len)
 		fuse_reply_buf(req, NULL, 0);
@@ -260,7 +260,7 @@ static char *str_member(const cJSON *o, const char *key, size_t *len)
 	return d;
 }
 
-static void job_render(struct job *j, cJSON *reply)
+static void fsjob_render(struct fsjob *j, cJSON *reply)
 {
 	const char *err = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(reply, "error"));
 	const char *tb = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(reply, "traceback"));
@@ -291,15 +291,15 @@ static void job_render(struct job *j, cJSON *reply)
 	}
 }
 
-static void job_done(cJSON *reply, void *ud)
+static void fsjob_done(cJSON *reply, void *ud)
 {
-	struct job *j = ud;
-	struct jobs *js = j->js;
+	struct fsjob *j = ud;
+	struct fsjobs *js = j->js;
 	struct waiter *w, *next;
 
 	if (!js) {                        /* the file system is gone */
 		cJSON_Delete(reply);
-		job_unref(j);
+		fsjob_unref(j);
 		return;
 	}
 	j->state = reply && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "ok")) ?
@@ -310,10 +310,10 @@ static void job_done(cJSON *reply, void *ud)
 	if (!reply)
 		reply = cJSON_CreateObject();
 	if (reply) {
-		size_t before = job_held(j);
+		size_t before = fsjob_held(j);
 
-		job_render(j, reply);
-		js->held += job_held(j) - before;
+		fsjob_render(j, reply);
+		js->held += fsjob_held(j) - before;
 		cJSON_Delete(reply);
 	}
 	for (w = js->waiters; w; w = next) {
@@ -322,7 +322,7 @@ static void job_done(cJSON *reply, void *ud)
 			continue;
 		waiter_unlink(js, w);
 		reply_slice(w->req, j, w->file, w->pos, w->size);
-		job_unref(w->job);
+		fsjob_unref(w->job);
 		free(w);
 	}
 	for (int i = 0; i < j->nph; i++) {
@@ -330,16 +330,16 @@ static void job_done(cJSON *reply, void *ud)
 		fuse_pollhandle_destroy(j->ph[i]);
 	}
 	j->nph = 0;
-	jobs_trim(js);
-	job_unref(j);                     /* the pool's reference */
+	fsjobs_trim(js);
+	fsjob_unref(j);                     /* the pool's reference */
 }
 
-struct job *jobs_submit(struct jobs *js, const char *spec, const char *py,
+struct fsjob *fsjobs_submit(struct fsjobs *js, const char *spec, const char *py,
 			const char *code, size_t len)
 {
-	struct job *j = calloc(1, sizeof *j);
+	struct fsjob *j = calloc(1, sizeof *j);
 	struct jctx *c;
-	struct pool_req r = { 0 };
+	struct job_req r = { 0 };
 	uint64_t id;
 
 	if (!j)
@@ -350,7 +350,7 @@ struct job *jobs_submit(struct jobs *js, const char *spec, const char *py,
 	c = ctx_find(js, spec, py, 1);
 	if (!j->spec || !j->py || !j->text[JF_CODE] || !c) {
 		j->refs = 1;
-		job_unref(j);
+		fsjob_unref(j);
 		return NULL;
 	}
 	memcpy(j->text[JF_CODE], code, len);
@@ -361,9 +361,9 @@ struct job *jobs_submit(struct jobs *js, const char *spec, const char *py,
 	j->id = id = ++js->next_id;
 	j->state = JOB_RUNNING;
 	j->refs = 4;                      /* caller, ring, context, pool */
-	job_unref(js->ring[id % JOBS_RING]);
+	fsjob_unref(js->ring[id % JOBS_RING]);
 	js->ring[id % JOBS_RING] = j;
-	job_unref(c->latest);
+	fsjob_unref(c->latest);
 	c->latest = j;
 	c->used = ++js->clock;
 	j->next = js->all;
@@ -375,7 +375,7 @@ struct job *jobs_submit(struct jobs *js, const char *spec, const char *py,
 	r.spec = spec;
 	r.python = py;
 	r.code = j->text[JF_CODE];
-	pool_submit(js->pool, &r, job_done, j);   /* may call job_done at once */
+	core_submit(js->core, &r, fsjob_done, j);   /* may call fsjob_done at once */
 	return j;
 }
 
@@ -391,12 +391,12 @@ static void waiter_interrupted(fuse_req_t req, void *data)
 	w->job->js->interrupted = 1;
 }
 
-int jobs_defer_read(struct jobs *js, struct job *j, fuse_req_t req, int file, size_t pos,
+int fsjobs_defer_read(struct fsjobs *js, struct fsjob *j, fuse_req_t req, int file, size_t pos,
 		    size_t size)
 {
 	struct waiter *w;
 
-	if (job_finished(j)) {
+	if (fsjob_finished(j)) {
 		reply_slice(req, j, file, pos, size);
 		return 0;
 	}
@@ -406,7 +406,7 @@ int jobs_defer_read(struct jobs *js, struct job *j, fuse_req_t req, int file, si
 		return -EAGAIN;
 	w->req = req;
 	w->job = j;
-	job_ref(j);
+	fsjob_ref(j);
 	w->file = file;
 	w->pos = pos;
 	w->size = size;
@@ -420,7 +420,7 @@ int jobs_defer_read(struct jobs *js, struct job *j, fuse_req_t req, int file, si
 	return 0;
 }
 
-void jobs_sweep(struct jobs *js)
+void fsjobs_sweep(struct fsjobs *js)
 {
 	struct waiter *w, *next;
 
@@ -433,15 +433,15 @@ void jobs_sweep(struct jobs *js)
 			continue;
 		waiter_unlink(js, w);
 		fuse_reply_err(w->req, EINTR);
-		job_unref(w->job);
+		fsjob_unref(w->job);
 		free(w);
 		js->interrupts++;
 	}
 }
 
-void jobs_add_poll(struct job *j, struct fuse_pollhandle *ph)
+void fsjobs_add_poll(struct fsjob *j, struct fuse_pollhandle *ph)
 {
-	if (job_finished(j)) {
+	if (fsjob_finished(j)) {
 		fuse_lowlevel_notify_poll(ph);
 		fuse_pollhandle_destroy(ph);
 		return;
@@ -456,11 +456,11 @@ void jobs_add_poll(struct job *j, struct fuse_pollhandle *ph)
 	j->ph[j->nph++] = ph;
 }
 
-void jobs_stats_json(struct jobs *js, cJSON *into)
+void fsjobs_stats_json(struct fsjobs *js, cJSON *into)
 {
 	size_t running = 0;
 
-	for (struct job *j = js->all; j; j = j->next)
+	for (struct fsjob *j = js->all; j; j = j->next)
 		running += j->state == JOB_RUNNING;
 	cJSON_AddNumberToObject(into, "jobs_submitted", (double)js->submitted);
 	cJSON_AddNumberToObject(into, "jobs_finished", (double)js->finished);

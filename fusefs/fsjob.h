@@ -1,9 +1,9 @@
 /*
- * job.h - jobs submitted through the control filesystem, the latest job of
+ * fsjob.h - jobs submitted through the control filesystem, the latest job of
  * each (spec, interpreter) context, and reads waiting for a job to finish.
  *
- *   $ echo 'print(6*7)' > /omnipkg/specs/base/3.11/exec    # jobs_submit
- *   $ cat /omnipkg/specs/base/3.11/stdout                  # jobs_latest; waits
+ *   $ echo 'print(6*7)' > /omnipkg/specs/base/3.11/exec    # fsjobs_submit
+ *   $ cat /omnipkg/specs/base/3.11/stdout                  # fsjobs_latest; waits
  *   42
  *   $ ls /omnipkg/jobs                                     # the last 256
  *   1
@@ -14,8 +14,8 @@
  * answered when the job's reply arrives, or with EINTR when the reader is
  * interrupted or the registry is freed.  All of it runs on the loop thread.
  */
-#ifndef OMNI_JOB_H
-#define OMNI_JOB_H
+#ifndef OMNI_FSJOB_H
+#define OMNI_FSJOB_H
 
 #ifndef FUSE_USE_VERSION
 #define FUSE_USE_VERSION 34
@@ -23,7 +23,7 @@
 #include <fuse_lowlevel.h>
 #include <stddef.h>
 #include <stdint.h>
-#include "pool.h"
+#include "core.h"
 
 #define JOBS_RING 256              /* recent jobs listed under /jobs */
 #define JOBS_MAX_CONTEXTS 1024     /* (spec, python) pairs remembered */
@@ -33,56 +33,56 @@
 enum job_file { JF_EXEC, JF_CODE, JF_STDOUT, JF_STDERR, JF_RESULT, JF_STATUS, JF_ERROR, JF_N };
 enum job_state { JOB_RUNNING, JOB_DONE, JOB_FAILED };
 
-struct jobs;
+struct fsjobs;
 
-struct job {
+struct fsjob {
 	uint64_t id;
 	int refs;
 	int state;                     /* enum job_state */
 	char *spec, *py;               /* canonical spec, interpreter path */
 	char *text[JF_N];              /* rendered when finished (code: at once) */
 	size_t len[JF_N];
-	struct jobs *js;               /* NULL once the registry is gone */
+	struct fsjobs *js;               /* NULL once the registry is gone */
 	struct fuse_pollhandle *ph[JOB_MAX_POLL];
 	int nph;
-	struct job *next, *prev;       /* the registry's list of live jobs */
+	struct fsjob *next, *prev;       /* the registry's list of live jobs */
 };
 
 /* keep_bytes: soft bound on the output the ring keeps (older jobs drop off). */
-struct jobs *jobs_new(struct pool *pool, size_t keep_bytes);
+struct fsjobs *fsjobs_new(struct core *core, size_t keep_bytes);
 /* Answers every deferred read with EINTR; running jobs finish unseen. */
-void jobs_free(struct jobs *js);
+void fsjobs_free(struct fsjobs *js);
 
 /*
  * Submits code (len bytes, no NUL) on (spec, py) and makes it the context's
  * latest job.  Returns the job with one reference for the caller, or NULL
  * (out of memory).  The job may already be finished on return.
  */
-struct job *jobs_submit(struct jobs *js, const char *spec, const char *py,
+struct fsjob *fsjobs_submit(struct fsjobs *js, const char *spec, const char *py,
 			const char *code, size_t len);
-struct job *jobs_get(struct jobs *js, uint64_t id);                      /* borrowed */
-struct job *jobs_latest(struct jobs *js, const char *spec, const char *py);  /* borrowed */
+struct fsjob *fsjobs_get(struct fsjobs *js, uint64_t id);                      /* borrowed */
+struct fsjob *fsjobs_latest(struct fsjobs *js, const char *spec, const char *py);  /* borrowed */
 /* Calls cb for each job of the ring, oldest first, until it returns nonzero. */
-int jobs_each(struct jobs *js, int (*cb)(struct job *j, void *ud), void *ud);
+int fsjobs_each(struct fsjobs *js, int (*cb)(struct fsjob *j, void *ud), void *ud);
 
-void job_ref(struct job *j);
-void job_unref(struct job *j);
-int job_finished(const struct job *j);
+void fsjob_ref(struct fsjob *j);
+void fsjob_unref(struct fsjob *j);
+int fsjob_finished(const struct fsjob *j);
 /*
  * The content of one file of j (borrowed).  j NULL means "no job yet":
  * result "{}\n", status "idle\n", the rest empty.  Output files of an
- * unfinished job are empty too (see job_finished).
+ * unfinished job are empty too (see fsjob_finished).
  */
-const char *job_text(const struct job *j, int file, size_t *len);
+const char *fsjob_text(const struct fsjob *j, int file, size_t *len);
 
 /* Keeps req (a read of file at pos, size bytes) until j finishes.  0 or -errno. */
-int jobs_defer_read(struct jobs *js, struct job *j, fuse_req_t req, int file, size_t pos,
+int fsjobs_defer_read(struct fsjobs *js, struct fsjob *j, fuse_req_t req, int file, size_t pos,
 		    size_t size);
 /* Keeps ph to be notified when j finishes (takes ownership). */
-void jobs_add_poll(struct job *j, struct fuse_pollhandle *ph);
+void fsjobs_add_poll(struct fsjob *j, struct fuse_pollhandle *ph);
 /* Answers reads whose reader was interrupted; call after processing requests. */
-void jobs_sweep(struct jobs *js);
+void fsjobs_sweep(struct fsjobs *js);
 
-void jobs_stats_json(struct jobs *js, cJSON *into);
+void fsjobs_stats_json(struct fsjobs *js, cJSON *into);
 
 #endif

@@ -1,0 +1,311 @@
+/*
+ * cgroup.c - per-worker control groups, and the /proc fallback (see cgroup.h).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "cgroup.h"
+
+/* The cgroup2 mount point, from /proc/self/mountinfo. */
+static int cgroup_mount(char *buf, size_t n)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char line[4096];
+	int r = -ENOENT;
+
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof line, f)) {
+		char *sep = strstr(line, " - ");
+		char mnt[PATH_MAX], fstype[64];
+
+		if (!sep || sscanf(sep + 3, "%63s", fstype) != 1 || strcmp(fstype, "cgroup2") != 0)
+			continue;
+		if (sscanf(line, "%*s %*s %*s %*s %4095s", mnt) != 1 || strlen(mnt) >= n)
+			continue;
+		snprintf(buf, n, "%s", mnt);
+		r = 0;
+		break;
+	}
+	fclose(f);
+	return r;
+}
+
+/* Our own cgroup2 path ("0::/a/b"), from /proc/self/cgroup. */
+static int cgroup_self(char *buf, size_t n)
+{
+	FILE *f = fopen("/proc/self/cgroup", "re");
+	char line[4096];
+	int r = -ENOENT;
+
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof line, f)) {
+		if (strncmp(line, "0::", 3) != 0)
+			continue;
+		line[strcspn(line, "\n")] = 0;
+		if (strlen(line + 3) < n) {
+			snprintf(buf, n, "%s", strcmp(line + 3, "/") == 0 ? "" : line + 3);
+			r = 0;
+		}
+		break;
+	}
+	fclose(f);
+	return r;
+}
+
+static int write_file(const char *dir, const char *file, const char *text)
+{
+	char path[PATH_MAX + 32];
+	int fd, r = 0;
+
+	snprintf(path, sizeof path, "%s/%s", dir, file);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, text, strlen(text)) < 0)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+int cgroup_init(char *base, size_t n)
+{
+	char mnt[PATH_MAX], self[PATH_MAX];
+	int r;
+
+	if ((r = cgroup_mount(mnt, sizeof mnt)) < 0 || (r = cgroup_self(self, sizeof self)) < 0)
+		return r;
+	if ((size_t)snprintf(base, n, "%s%s/omnipkgd.%d", mnt, self, (int)getpid()) >= n)
+		return -ENAMETOOLONG;
+	cgroup_sweep_stale(base);
+	if (mkdir(base, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	/* A group we cannot move processes into is no use: try with ourselves
+	 * in a probe group, then move back. */
+	{
+		char probe[PATH_MAX + 16], pid[16], parent[2 * PATH_MAX];
+
+		snprintf(probe, sizeof probe, "%s/probe", base);
+		snprintf(parent, sizeof parent, "%s%s", mnt, self);
+		snprintf(pid, sizeof pid, "%d", (int)getpid());
+		if (mkdir(probe, 0700) < 0 && errno != EEXIST)
+			r = -errno;
+		else if ((r = write_file(probe, "cgroup.procs", pid)) == 0)
+			r = write_file(parent, "cgroup.procs", pid);
+		rmdir(probe);
+		if (r < 0) {
+			rmdir(base);
+			return r;
+		}
+	}
+	return 0;
+}
+
+int cgroup_make(const char *base, const char *name, char *path, size_t n)
+{
+	if ((size_t)snprintf(path, n, "%s/%s", base, name) >= n)
+		return -ENAMETOOLONG;
+	if (mkdir(path, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+int cgroup_add(const char *path, pid_t pid)
+{
+	char buf[16];
+
+	snprintf(buf, sizeof buf, "%d", (int)pid);
+	return write_file(path, "cgroup.procs", buf);
+}
+
+int cgroup_kill_others(const char *path, pid_t keep)
+{
+	char file[PATH_MAX + 16];
+	FILE *f;
+	int pid, n = 0;
+
+	snprintf(file, sizeof file, "%s/cgroup.procs", path);
+	f = fopen(file, "re");
+	if (!f)
+		return -errno;
+	while (fscanf(f, "%d", &pid) == 1)
+		if (pid != keep && kill(pid, SIGKILL) == 0)
+			n++;
+	fclose(f);
+	return n;
+}
+
+int cgroup_kill(const char *path)
+{
+	int r = write_file(path, "cgroup.kill", "1");
+
+	/* Kernels before 5.14 have no cgroup.kill. */
+	return r == -ENOENT ? (cgroup_kill_others(path, 0) < 0 ? -errno : 0) : r;
+}
+
+int cgroup_remove(const char *path)
+{
+	if (rmdir(path) == 0 || errno == ENOENT)
+		return 0;
+	return errno == EBUSY ? -EBUSY : -errno;
+}
+
+/* Kills and removes every group below dir, depth first. */
+void cgroup_destroy(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+
+	if (d) {
+		while ((e = readdir(d))) {
+			char sub[PATH_MAX];
+
+			if (e->d_type != DT_DIR || e->d_name[0] == '.')
+				continue;
+			if ((size_t)snprintf(sub, sizeof sub, "%s/%s", dir, e->d_name) < sizeof sub)
+				cgroup_destroy(sub);
+		}
+		closedir(d);
+	}
+	cgroup_kill(dir);
+	for (int i = 0; i < 100 && rmdir(dir) < 0 && errno == EBUSY; i++)
+		usleep(10000);
+}
+
+void cgroup_sweep_stale(const char *base)
+{
+	char parent[PATH_MAX];
+	const char *slash = strrchr(base, '/');
+	DIR *d;
+	struct dirent *e;
+
+	if (!slash || (size_t)(slash - base) >= sizeof parent)
+		return;
+	memcpy(parent, base, (size_t)(slash - base));
+	parent[slash - base] = 0;
+	if (!(d = opendir(parent)))
+		return;
+	while ((e = readdir(d))) {
+		char dir[PATH_MAX + 300], proc[64];
+		int pid;
+
+		if (sscanf(e->d_name, "omnipkgd.%d", &pid) != 1 || pid == getpid())
+			continue;
+		snprintf(proc, sizeof proc, "/proc/%d", pid);
+		if (access(proc, F_OK) == 0)
+			continue;   /* another live daemon's */
+		snprintf(dir, sizeof dir, "%s/%s", parent, e->d_name);
+		cgroup_destroy(dir);
+	}
+	closedir(d);
+}
+
+/* ---- fallback: the process tree from /proc ---- */
+
+static pid_t proc_ppid(pid_t pid)
+{
+	char path[64], buf[512], *p;
+	int fd, ppid = -1;
+	ssize_t n;
+
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	p = strrchr(buf, ')');   /* the command name may hold anything */
+	if (!p || sscanf(p + 1, " %*c %d", &ppid) != 1)
+		return -1;
+	return ppid;
+}
+
+struct ptab {
+	pid_t *pid, *ppid;
+	size_t n, cap;
+};
+
+static int ptab_load(struct ptab *t)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+
+	if (!d)
+		return -errno;
+	while ((e = readdir(d))) {
+		char *end;
+		long pid = strtol(e->d_name, &end, 10);
+
+		if (*end || pid <= 0)
+			continue;
+		if (t->n == t->cap) {
+			size_t cap = t->cap ? t->cap * 2 : 256;
+			pid_t *a = realloc(t->pid, cap * sizeof *a), *b;
+
+			if (!a)
+				break;
+			t->pid = a;
+			b = realloc(t->ppid, cap * sizeof *b);
+			if (!b)
+				break;
+			t->ppid = b;
+			t->cap = cap;
+		}
+		t->pid[t->n] = (pid_t)pid;
+		t->ppid[t->n] = proc_ppid((pid_t)pid);
+		t->n++;
+	}
+	closedir(d);
+	return 0;
+}
+
+static int ptab_kill_below(const struct ptab *t, pid_t pid, int depth)
+{
+	int n = 0;
+
+	if (depth > 64)
+		return 0;
+	for (size_t i = 0; i < t->n; i++)
+		if (t->ppid[i] == pid) {
+			n += ptab_kill_below(t, t->pid[i], depth + 1);
+			n += kill(t->pid[i], SIGKILL) == 0;
+		}
+	return n;
+}
+
+int proc_kill_descendants(pid_t pid)
+{
+	struct ptab t = { 0 };
+	int n;
+
+	ptab_load(&t);
+	n = ptab_kill_below(&t, pid, 0);
+	free(t.pid);
+	free(t.ppid);
+	return n;
+}
+
+int proc_each_child(int (*cb)(pid_t pid, void *ud), void *ud)
+{
+	struct ptab t = { 0 };
+	pid_t self = getpid();
+	int r = 0;
+
+	ptab_load(&t);
+	for (size_t i = 0; i < t.n && r == 0; i++)
+		if (t.ppid[i] == self)
+			r = cb(t.pid[i], ud);
+	free(t.pid);
+	free(t.ppid);
+	return r;
+}

@@ -1,0 +1,44 @@
+/*
+ * cgroup.h - one control group (cgroup v2) per worker, so that everything
+ * a job starts, daemons that called setsid() included, can be found and
+ * killed when the job ends.
+ *
+ *   cgroup_init(base, sizeof base)        // <cgroup2 mount><our cgroup>/omnipkgd.<pid>
+ *   cgroup_make(base, "w12", path, n)     // one per worker
+ *   cgroup_add(path, pid)                 // the worker, once it is ready
+ *   cgroup_kill_others(path, pid)         // after each job: all but the worker
+ *   cgroup_kill(path); cgroup_remove(path)
+ *
+ * Where no writable cgroup2 hierarchy exists, cgroup_init fails and the
+ * pool falls back to killing the worker's descendants and the orphans
+ * re-parented to the daemon (proc_*).  Errors: -errno.
+ */
+#ifndef OMNI_CGROUP_H
+#define OMNI_CGROUP_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Creates the daemon's own group below its current one; 0 or -errno. */
+int cgroup_init(char *base, size_t n);
+int cgroup_make(const char *base, const char *name, char *path, size_t n);
+int cgroup_add(const char *path, pid_t pid);
+/* Kills (SIGKILL) every process of the group but keep; the number killed or -errno. */
+int cgroup_kill_others(const char *path, pid_t keep);
+/* Kills every process of the group; 0 or -errno. */
+int cgroup_kill(const char *path);
+/* Removes the (empty) group: 0, -EBUSY while processes remain, or -errno. */
+int cgroup_remove(const char *path);
+/* Kills and removes path and every group below it (bounded wait). */
+void cgroup_destroy(const char *path);
+/* Kills and removes groups left by daemons that are gone (omnipkgd.<pid>
+ * next to base whose pid is dead). */
+void cgroup_sweep_stale(const char *base);
+
+/* Fallback without cgroups: SIGKILLs every descendant of pid (not pid
+ * itself); the number killed. */
+int proc_kill_descendants(pid_t pid);
+/* Calls cb for each child of the calling process; stops at nonzero. */
+int proc_each_child(int (*cb)(pid_t pid, void *ud), void *ud);
+
+#endif

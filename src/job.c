@@ -1,0 +1,115 @@
+/*
+ * job.c - jobs and their replies (see job.h).
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "job.h"
+#include "loop.h"
+#include "omnipkg.h"
+#include "worker.h"
+
+static char *dup_or_null(const char *s, int *failed)
+{
+	char *d;
+
+	if (!s)
+		return NULL;
+	d = strdup(s);
+	if (!d)
+		*failed = 1;
+	return d;
+}
+
+struct job *job_new(uint64_t id, const struct job_req *r, double timeout, job_done_cb cb, void *ud)
+{
+	struct job *j = calloc(1, sizeof *j);
+	int failed = 0;
+
+	if (!j)
+		return NULL;
+	j->spec = dup_or_null(r->spec ? r->spec : "", &failed);
+	j->python = dup_or_null(r->python, &failed);
+	j->code = dup_or_null(r->code ? r->code : "", &failed);
+	j->tag = dup_or_null(r->tag ? r->tag : "", &failed);
+	if (failed) {
+		job_free(j);
+		return NULL;
+	}
+	j->id = id;
+	j->timeout = timeout;
+	j->once = r->once;
+	j->t_submit = loop_now();
+	j->cb = cb;
+	j->ud = ud;
+	return j;
+}
+
+struct job_req job_as_req(const struct job *j)
+{
+	return (struct job_req){ .spec = j->spec, .python = j->python, .code = j->code,
+				 .tag = j->tag, .timeout = j->timeout, .once = j->once };
+}
+
+int job_finish(struct job *j, cJSON *reply, const struct worker *w)
+{
+	int ok = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "ok"));
+
+	if (!cJSON_GetObjectItemCaseSensitive(reply, "stdout"))
+		cJSON_AddStringToObject(reply, "stdout", "");
+	if (!cJSON_GetObjectItemCaseSensitive(reply, "stderr"))
+		cJSON_AddStringToObject(reply, "stderr", "");
+	if (w) {
+		cJSON_AddStringToObject(reply, "spec", w->spec);
+		cJSON_AddStringToObject(reply, "python", w->py.path);
+		cJSON_AddStringToObject(reply, "python_version", w->py.version);
+		if (w->tag[0])
+			cJSON_AddStringToObject(reply, "tag", w->tag);
+		if (w->pid > 0)
+			cJSON_AddNumberToObject(reply, "worker_pid", w->pid);
+		if (w->start_ms > 0 && w->first_job == j->id) {
+			/* This job waited for its worker to start: say how long. */
+			cJSON_AddNumberToObject(reply, "worker_start_ms", w->start_ms);
+			cJSON_AddStringToObject(reply, "started_by", w->via_zygote ? "zygote" : "exec");
+		}
+	}
+	if (!cJSON_GetObjectItemCaseSensitive(reply, "duration"))
+		cJSON_AddNumberToObject(reply, "duration", j->t_start ? loop_now() - j->t_start : 0);
+	cJSON_AddNumberToObject(reply, "wall", loop_now() - j->t_submit);
+	j->cb(reply, j->ud);
+	job_free(j);
+	return ok;
+}
+
+void job_free(struct job *j)
+{
+	if (!j)
+		return;
+	free(j->spec);
+	free(j->python);
+	free(j->code);
+	free(j->tag);
+	free(j);
+}
+
+cJSON *job_fail_reply(int reason, int err, const char *fmt, ...)
+{
+	cJSON *r = cJSON_CreateObject();
+	char msg[4096];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	cJSON_AddBoolToObject(r, "ok", 0);
+	cJSON_AddStringToObject(r, "error", msg);
+	if (err)
+		cJSON_AddNumberToObject(r, "errno", err);
+	if (reason > 0)
+		cJSON_AddStringToObject(r, "reason", omni_reason_name(reason));
+	cJSON_AddStringToObject(r, "stdout", "");
+	cJSON_AddStringToObject(r, "stderr", "");
+	return r;
+}

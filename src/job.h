@@ -1,0 +1,62 @@
+/*
+ * job.h - one request to run code: everything it asked for, owned by the
+ * job, and the one place its reply is built and delivered.
+ *
+ * A job is created by the core (core_submit), waits in a worker's queue,
+ * runs, and ends exactly once in job_finish, which calls the submitter's
+ * callback and frees it.  Because the job owns every argument, a requeue
+ * after its worker crashed never drops one.
+ */
+#ifndef OMNI_JOB_H
+#define OMNI_JOB_H
+
+#include <stdint.h>
+#include <cjson/cJSON.h>
+
+struct worker;
+
+/* Receives the reply of a job and owns it.  Called exactly once per job,
+ * possibly before core_submit returns. */
+typedef void (*job_done_cb)(cJSON *reply, void *ud);
+
+struct job_req {               /* borrowed by job_new, which copies it */
+	const char *spec;      /* required */
+	const char *python;    /* NULL: default interpreter */
+	const char *code;      /* required */
+	const char *tag;       /* NULL: "" */
+	double timeout;        /* <= 0: config job_timeout */
+	int once;
+};
+
+struct job {
+	uint64_t id;
+	char *spec, *python, *code, *tag;   /* owned; python NULL for the default */
+	double timeout;                     /* resolved: > 0 */
+	int once;
+	double t_submit, t_start;
+	job_done_cb cb;
+	void *ud;
+	struct job *next;                   /* in a worker's queue or a wait list */
+};
+
+/* A copy of r; NULL when out of memory. */
+struct job *job_new(uint64_t id, const struct job_req *r, double timeout, job_done_cb cb, void *ud);
+/* The request as a job_req view (borrowed from j). */
+struct job_req job_as_req(const struct job *j);
+
+/*
+ * Ends j: adds what is known of the worker w (may be NULL), timings and,
+ * when missing, stdout/stderr, then hands reply (taken) to the callback and
+ * frees j.  Returns whether the reply was a success.
+ */
+int job_finish(struct job *j, cJSON *reply, const struct worker *w);
+
+/* Frees a job that never ran and will not be answered (NULL is fine). */
+void job_free(struct job *j);
+
+/* A failed reply: ok false, error text, errno err, the reason's name, and
+ * empty stdout/stderr.  Caller owns it. */
+cJSON *job_fail_reply(int reason, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+#endif
