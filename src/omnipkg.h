@@ -112,7 +112,8 @@ OMNI_API int omni_install(const char *spec, const char *python, int quiet, char 
  * the install bindir, else on PATH.  The daemon listens on the default
  * socket only, so socket_path must be NULL or that path (-EINVAL).  Does
  * not check for a live daemon first.  0 or -errno with a reason in err
- * (may be NULL); -EPERM inside a worker.  OMNI_CONNECT_AUTOSTART uses it. */
+ * (may be NULL); -EPERM inside a worker, or when the runtime directory is
+ * not the caller's own (see omni_connect).  OMNI_CONNECT_AUTOSTART uses it. */
 OMNI_API int omni_daemon_start(const char *socket_path, char *err, size_t errlen);
 
 /*
