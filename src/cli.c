@@ -118,34 +118,28 @@ static int cmd_getopt(int argc, char **argv, const char *shortopts, const struct
 
 static int cmd_connect(omni_client **c, int flags)
 {
-	int rc = omni_connect(c, cmd_socket, flags);
+	char err[1024];
+	int rc = omni_connect_err(c, cmd_socket, flags, err, sizeof err);
 
 	if (rc < 0)
-		return cmd_fail(CMD_SYSFAIL, "%s", omni_strerror(rc));
+		return cmd_fail(CMD_SYSFAIL, "%s", *err ? err : omni_strerror(rc));
 	return CMD_OK;
 }
 
-/* Maps a failed reply to an exit code by its reason. */
+/* Maps a failed reply to an exit code by the class of its reason
+ * (omnipkg.h); a reason missing or unknown is a system failure. */
 static int cmd_exit_for(const omni_reply *r)
 {
-	static const char *const job[] = { "exception", "timeout", "signal", "exit" };
-	static const char *const refused[] = { "nobubble", "badspec", "nopython" };
-	const char *reason = omni_reply_str(r, "reason");
-	int e = (int)omni_reply_num(r, "errno");
-
 	if (omni_reply_ok(r))
 		return CMD_OK;
-	for (size_t i = 0; i < sizeof job / sizeof job[0]; i++)
-		if (strcmp(reason, job[i]) == 0)
-			return CMD_JOBFAIL;
-	for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
-		if (strcmp(reason, refused[i]) == 0)
-			return CMD_REFUSED;
-	/* a request turned down before it reached a worker */
-	if (!*reason && (e == EINVAL || e == EBADMSG || e == EOPNOTSUPP || e == E2BIG ||
-			 e == ENAMETOOLONG))
+	switch (omni_reason_class(omni_reason_code(omni_reply_str(r, "reason")))) {
+	case OMNI_REASON_JOB:
+		return CMD_JOBFAIL;
+	case OMNI_REASON_REFUSED:
 		return CMD_REFUSED;
-	return CMD_SYSFAIL;
+	default:
+		return CMD_SYSFAIL;
+	}
 }
 
 /* Prints a daemon-level failure; returns its exit code. */
@@ -487,59 +481,6 @@ static int cmd_json_only(int argc, char **argv, int *json)
 	return CMD_OK;
 }
 
-/* Rank of an interpreter's source, as interp.h orders them. */
-static int cmd_source_rank(const cJSON *p)
-{
-	static const char *const names[] = { "config", "pyenv", "path", "explicit" };
-	const cJSON *s = cJSON_GetObjectItemCaseSensitive(p, "source");
-
-	if (cJSON_IsNumber(s))
-		return (int)s->valuedouble;
-	for (int i = 0; i < 4; i++)
-		if (cJSON_IsString(s) && strcmp(s->valuestring, names[i]) == 0)
-			return i;
-	return 4;
-}
-
-static const char *cmd_source_name(const cJSON *p, char *buf, size_t n)
-{
-	static const char *const names[] = { "config", "pyenv", "path", "explicit" };
-	const cJSON *s = cJSON_GetObjectItemCaseSensitive(p, "source");
-
-	if (cJSON_IsString(s))
-		return s->valuestring;
-	if (cJSON_IsNumber(s) && s->valuedouble >= 0 && s->valuedouble < 4)
-		return names[(int)s->valuedouble];
-	snprintf(buf, n, "?");
-	return buf;
-}
-
-/* Whether p is what its short name "X.Y" selects: the highest-precedence
- * source of that minor version, and in it the highest micro (the first
- * listed on a tie). */
-static int cmd_is_short_choice(const cJSON *list, const cJSON *p, int *maj, int *min)
-{
-	int a, b, m = 0, rank = cmd_source_rank(p), before = 1;
-	const cJSON *q;
-
-	if (sscanf(cmd_str(p, "version"), "%d.%d.%d", maj, min, &m) < 2)
-		return 0;
-	cJSON_ArrayForEach(q, list) {
-		int qm = 0, qrank = cmd_source_rank(q);
-
-		if (q == p) {
-			before = 0;
-			continue;
-		}
-		if (sscanf(cmd_str(q, "version"), "%d.%d.%d", &a, &b, &qm) < 2 ||
-		    a != *maj || b != *min)
-			continue;
-		if (qrank < rank || (qrank == rank && (qm > m || (qm == m && before))))
-			return 0;
-	}
-	return 1;
-}
-
 static int cmd_show_pythons(const cJSON *body)
 {
 	const cJSON *list = cJSON_GetObjectItemCaseSensitive(body, "pythons"), *p;
@@ -553,19 +494,19 @@ static int cmd_show_pythons(const cJSON *body)
 	}
 	cmd_tab_row(&t, head);
 	cJSON_ArrayForEach(p, list) {
-		char name[256], shortn[32] = "", src[8];
+		char name[256];
 		const char *cells[6];
-		int maj, min, def = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(p, "default"));
+		int def = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(p, "default"));
+		/* the daemon's resolver says which entry its short name means */
+		int target = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(p, "short_name_target"));
 
 		snprintf(name, sizeof name, "%s (%s)", *cmd_str(p, "name") ? cmd_str(p, "name") : "python",
 			 cmd_str(p, "version"));
-		if (cmd_is_short_choice(list, p, &maj, &min))
-			snprintf(shortn, sizeof shortn, "%d.%d", maj, min);
 		cells[0] = def ? "*" : "";
 		cells[1] = name;
-		cells[2] = shortn;
+		cells[2] = target ? cmd_str(p, "name") : "";
 		cells[3] = cmd_str(p, "tag");
-		cells[4] = cmd_source_name(p, src, sizeof src);
+		cells[4] = cmd_str(p, "source");
 		cells[5] = cmd_str(p, "path");
 		cmd_tab_row(&t, cells);
 		any = 1;
@@ -709,19 +650,20 @@ static int cmd_daemon_start(int argc, char **argv)
 
 	if ((rc = cmd_json_only(argc, argv, &json)) != 0)
 		return rc < 0 ? CMD_OK : rc;
-	rc = omni_connect(&c, cmd_socket, 0);
+	rc = omni_connect_err(&c, cmd_socket, 0, err, sizeof err);
 	if (rc == 0) {
 		printf("omnipkgd is already running (pid %.0f)\n", cmd_daemon_pid(c));
 		omni_close(c);
 		return CMD_OK;
 	}
 	if (rc != -ECONNREFUSED)
-		return cmd_fail(CMD_SYSFAIL, "%s", omni_strerror(rc));
+		return cmd_fail(CMD_SYSFAIL, "%s", *err ? err : omni_strerror(rc));
 	if ((rc = omni_daemon_start(cmd_socket, err, sizeof err)) < 0)
 		return cmd_fail(CMD_SYSFAIL, "cannot start omnipkgd: %s",
 				*err ? err : omni_strerror(rc));
-	if ((rc = omni_connect(&c, cmd_socket, 0)) < 0)
-		return cmd_fail(CMD_SYSFAIL, "omnipkgd started but: %s", omni_strerror(rc));
+	if ((rc = omni_connect_err(&c, cmd_socket, 0, err, sizeof err)) < 0)
+		return cmd_fail(CMD_SYSFAIL, "omnipkgd started but: %s",
+				*err ? err : omni_strerror(rc));
 	printf("omnipkgd started (pid %.0f)\n", cmd_daemon_pid(c));
 	omni_close(c);
 	return CMD_OK;
@@ -734,17 +676,18 @@ static int cmd_daemon_stop(int argc, char **argv)
 	omni_client *c = NULL;
 	omni_reply *r = NULL;
 	struct timespec nap = { 0, 100 * 1000000L };
+	char err[1024];
 	int rc, json;
 
 	if ((rc = cmd_json_only(argc, argv, &json)) != 0)
 		return rc < 0 ? CMD_OK : rc;
-	rc = omni_connect(&c, cmd_socket, 0);
+	rc = omni_connect_err(&c, cmd_socket, 0, err, sizeof err);
 	if (rc == -ECONNREFUSED) {
 		puts("omnipkgd is not running");
 		return CMD_OK;
 	}
 	if (rc < 0)
-		return cmd_fail(CMD_SYSFAIL, "%s", omni_strerror(rc));
+		return cmd_fail(CMD_SYSFAIL, "%s", *err ? err : omni_strerror(rc));
 	rc = omni_call(c, "shutdown", NULL, &r);
 	/* a daemon may hang up before its reply gets out */
 	if (rc < 0 && rc != -ECONNRESET) {
@@ -784,17 +727,18 @@ static int cmd_daemon_status(int argc, char **argv)
 	const char *path;
 	int json, rc = cmd_json_only(argc, argv, &json);
 	omni_client *c = NULL;
+	char err[1024];
 
 	if (rc)
 		return rc < 0 ? CMD_OK : rc;
-	rc = omni_connect(&c, cmd_socket, 0);
+	rc = omni_connect_err(&c, cmd_socket, 0, err, sizeof err);
 	if (rc < 0) {
 		path = cmd_socket_path(buf, sizeof buf);
 		if (rc == -ECONNREFUSED)
 			printf("omnipkgd is not running (socket %s)\n", path ? path : "?");
 		else
 			printf("omnipkgd is not reachable at %s: %s\n", path ? path : "?",
-			       omni_strerror(rc));
+			       *err ? err : omni_strerror(rc));
 		return CMD_SYSFAIL;
 	}
 	omni_close(c);

@@ -12,6 +12,12 @@
  * When nothing answers and the caller asked for it, omni_connect starts
  * the daemon (`omnipkgd --daemon`, which exits 0 once its socket accepts)
  * and connects again; never from inside a worker (OMNIPKG_DAEMON_CHILD=1).
+ *
+ * Requests carry code, so the socket is trusted only when nobody else could
+ * have put it there: its directory and the socket belong to the caller
+ * alone and the peer runs as the caller (client__dial).  Ids are written
+ * as exact integers: cJSON prints a double with 15 significant digits,
+ * which alters ids above 10^15.
  */
 #include "omnipkg.h"
 
@@ -20,6 +26,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +53,7 @@ extern char **environ;
 #define CLIENT__START_MS 30000      /* `omnipkgd --daemon` until its socket accepts */
 #define CLIENT__REDIAL_MS 2000      /* dialling again after a start */
 #define CLIENT__OP_MAX 64
+#define CLIENT__MAX_ID ((uint64_t)1 << 53)   /* PROTO_MAX_ID */
 
 struct omni_reply {
 	cJSON *obj;        /* owned: the whole reply object */
@@ -67,6 +75,20 @@ static void client__seterr(char *err, size_t errlen, const char *fmt, const char
 {
 	if (err && errlen)
 		snprintf(err, errlen, fmt, arg);
+}
+
+static void client__errf(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void client__errf(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || !errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
 }
 
 static int64_t client__now_ms(void)
@@ -140,7 +162,8 @@ static int client__reply_parse(const char *payload, size_t plen, omni_reply **ou
 		return -EPROTONOSUPPORT;
 	}
 	id = cJSON_GetObjectItemCaseSensitive(obj, "id");
-	/* id 0 answers a request whose id could not be read */
+	/* id 0 answers a request whose id could not be read; every integer up
+	 * to 2^53 is exact in a double, so reading through one loses nothing */
 	if (!cJSON_IsNumber(id) || !(id->valuedouble >= 0) || id->valuedouble > PROTO_MAX_ID ||
 	    (double)(uint64_t)id->valuedouble != id->valuedouble)
 		goto bad;
@@ -223,24 +246,17 @@ static int client__send_msg(omni_client *c, const cJSON *msg)
 /* Reads more bytes into rbuf, waiting until deadline. */
 static int client__fill(omni_client *c, int64_t deadline)
 {
-	size_t want = CLIENT__RBUF_MIN;
 	struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
 	ssize_t k;
 	int n;
 
-	if (c->rlen >= PROTO_HDR) {
-		const unsigned char *h = (const unsigned char *)c->rbuf;
-		size_t need = PROTO_HDR + ((size_t)h[0] << 24 | (size_t)h[1] << 16 |
-					   (size_t)h[2] << 8 | h[3]);
-
-		if (need > want)
-			want = need;   /* already judged <= PROTO_MAX_FRAME by the parser */
-	}
-	if (c->rcap - c->rlen < 4096 || c->rcap < want) {
+	/* Doubling: proto_frame_parse has judged the frame's length (<=
+	 * PROTO_MAX_FRAME) before we are asked for more of it. */
+	if (c->rcap - c->rlen < 4096) {
 		size_t cap = c->rcap ? c->rcap : CLIENT__RBUF_MIN;
 		char *nb;
 
-		while (cap < want || cap - c->rlen < 4096)
+		while (cap - c->rlen < 4096)
 			cap *= 2;
 		if (!(nb = realloc(c->rbuf, cap)))
 			return -ENOMEM;
@@ -323,19 +339,21 @@ static int client__wait_id(omni_client *c, uint64_t id, int64_t deadline, omni_r
 /* Adds v, id and op to msg (borrowed) and sends it. */
 static int client__send_op(omni_client *c, cJSON *msg, const char *op, uint64_t *id_out)
 {
+	char idtext[24];
 	uint64_t id;
 	int rc;
 
 	if (c->err)
 		return c->err;
-	if ((double)c->next_id > PROTO_MAX_ID)
+	if (c->next_id > CLIENT__MAX_ID)
 		return -EOVERFLOW;
 	id = c->next_id;
+	snprintf(idtext, sizeof idtext, "%llu", (unsigned long long)id);
 	cJSON_DeleteItemFromObjectCaseSensitive(msg, "v");
 	cJSON_DeleteItemFromObjectCaseSensitive(msg, "id");
 	cJSON_DeleteItemFromObjectCaseSensitive(msg, "op");
 	if (!cJSON_AddNumberToObject(msg, "v", PROTO_VERSION) ||
-	    !cJSON_AddNumberToObject(msg, "id", (double)id) ||
+	    !cJSON_AddRawToObject(msg, "id", idtext) ||
 	    !cJSON_AddStringToObject(msg, "op", op))
 		return -ENOMEM;
 	if ((rc = client__send_msg(c, msg)) < 0)
@@ -369,21 +387,118 @@ static int client__in_worker(void)
 	return v && strcmp(v, "1") == 0;
 }
 
-static int client__dial(const char *path, int *fd_out)
+#define CLIENT__FIX "; remove it, or choose a directory of your own with $OMNIPKG_RUNTIME_DIR"
+
+/* The directory part of a socket path, without trailing slashes (one of
+ * which would make lstat follow a symlink). */
+static int client__dirname(const char *sock, char *dir, size_t n)
+{
+	const char *slash = strrchr(sock, '/');
+	size_t len;
+
+	if (!slash)
+		return snprintf(dir, n, ".") < (int)n ? 0 : -ENAMETOOLONG;
+	len = (size_t)(slash - sock);
+	while (len > 0 && sock[len - 1] == '/')
+		len--;
+	if (len == 0)
+		len = 1;   /* the root */
+	if (len >= n)
+		return -ENAMETOOLONG;
+	memcpy(dir, sock, len);
+	dir[len] = '\0';
+	return 0;
+}
+
+/* Whether the directory of sock is the caller's alone: 0; -ECONNREFUSED
+ * when it does not exist (nothing can be listening); -EPERM, with why in
+ * err, when someone else could have placed or replaced the socket. */
+static int client__trust_dir(const char *sock, char *err, size_t errlen)
+{
+	uid_t me = geteuid();
+	char dir[PATH_MAX];
+	struct stat st;
+	int rc;
+
+	if ((rc = client__dirname(sock, dir, sizeof dir)) < 0)
+		return rc;
+	if (lstat(dir, &st) < 0)
+		return errno == ENOENT ? -ECONNREFUSED : -errno;
+	if (S_ISLNK(st.st_mode)) {
+		client__errf(err, errlen, "refusing the socket %s: its directory %s is a symlink "
+			     "(owned by uid %lu)" CLIENT__FIX, sock, dir, (unsigned long)st.st_uid);
+		return -EPERM;
+	}
+	if (!S_ISDIR(st.st_mode) || st.st_uid != me || (st.st_mode & 077)) {
+		client__errf(err, errlen, "refusing the socket %s: its directory %s is %s owned by "
+			     "uid %lu with mode %04o, not a directory of uid %lu with mode 0700"
+			     CLIENT__FIX, sock, dir, S_ISDIR(st.st_mode) ? "a directory" : "a file",
+			     (unsigned long)st.st_uid, (unsigned)(st.st_mode & 07777),
+			     (unsigned long)me);
+		return -EPERM;
+	}
+	return 0;
+}
+
+/* The socket file itself, in a directory already trusted. */
+static int client__trust_sock(const char *sock, char *err, size_t errlen)
+{
+	uid_t me = geteuid();
+	struct stat st;
+
+	if (lstat(sock, &st) < 0)
+		return errno == ENOENT ? -ECONNREFUSED : -errno;
+	if (!S_ISSOCK(st.st_mode) || st.st_uid != me) {
+		client__errf(err, errlen, "refusing %s: it is %s owned by uid %lu, not a socket of "
+			     "uid %lu" CLIENT__FIX, sock, S_ISSOCK(st.st_mode) ? "a socket" : "a file",
+			     (unsigned long)st.st_uid, (unsigned long)me);
+		return -EPERM;
+	}
+	return 0;
+}
+
+/* The process that accepted fd runs as the caller. */
+static int client__trust_peer(int fd, const char *sock, char *err, size_t errlen)
+{
+	struct ucred cred;
+	socklen_t len = sizeof cred;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return -errno;
+	if (cred.uid != geteuid()) {
+		client__errf(err, errlen, "refusing %s: the process listening there (pid %ld) runs "
+			     "as uid %lu, not as uid %lu; stop it, or choose a directory of your own "
+			     "with $OMNIPKG_RUNTIME_DIR", sock, (long)cred.pid,
+			     (unsigned long)cred.uid, (unsigned long)geteuid());
+		return -EPERM;
+	}
+	return 0;
+}
+
+/* Connects to path once it is trusted (see omni_connect); nothing is sent.
+ * A missing directory or socket file and a dead socket all give
+ * -ECONNREFUSED. */
+static int client__dial(const char *path, int *fd_out, char *err, size_t errlen)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	int fd, rc;
 
 	if (strlen(path) >= sizeof sa.sun_path)
 		return -ENAMETOOLONG;
+	if ((rc = client__trust_dir(path, err, errlen)) < 0 ||
+	    (rc = client__trust_sock(path, err, errlen)) < 0)
+		return rc;
 	memcpy(sa.sun_path, path, strlen(path) + 1);
 	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
 		return -errno;
 	if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
 		rc = -errno;
 		close(fd);
-		/* no socket file and a dead one mean the same to a caller */
 		return rc == -ENOENT ? -ECONNREFUSED : rc;
+	}
+	if ((rc = client__trust_peer(fd, path, err, errlen)) < 0) {
+		close(fd);
+		return rc;
 	}
 	*fd_out = fd;
 	return 0;
@@ -523,6 +638,9 @@ static int client__start(const char *socket_path, char *err, size_t errlen, int 
 		return -EINVAL;
 	}
 	socket_path = def;
+	/* never start a daemon into, or dial through, a directory not ours */
+	if ((rc = client__trust_dir(socket_path, err, errlen)) < 0 && rc != -ECONNREFUSED)
+		return rc;
 	if ((rc = client__find_daemon(bin, sizeof bin)) < 0) {
 		client__seterr(err, errlen, "%s",
 			       "omnipkgd not found: set $OMNIPKGD or put omnipkgd on PATH");
@@ -532,12 +650,14 @@ static int client__start(const char *socket_path, char *err, size_t errlen, int 
 	/* a daemon started beside ours at the same moment also counts */
 	deadline = client__now_ms() + CLIENT__REDIAL_MS;
 	for (;;) {
-		int d = client__dial(socket_path, fd_out);
+		int d = client__dial(socket_path, fd_out, err, errlen);
 
 		if (d == 0) {
 			client__seterr(err, errlen, "%s", "");
 			return 0;
 		}
+		if (d == -EPERM)
+			return d;
 		if (rc < 0)
 			return rc;
 		if (client__now_ms() >= deadline) {
@@ -586,12 +706,14 @@ int omni_default_socket(char *buf, size_t n)
 	return paths_socket(buf, n);
 }
 
-int omni_connect(omni_client **out, const char *socket_path, int flags)
+int omni_connect_err(omni_client **out, const char *socket_path, int flags,
+		     char *err, size_t errlen)
 {
 	char def[PATH_MAX];
 	omni_client *c;
 	int fd = -1, rc;
 
+	client__seterr(err, errlen, "%s", "");
 	if (!out)
 		return -EINVAL;
 	*out = NULL;
@@ -600,12 +722,16 @@ int omni_connect(omni_client **out, const char *socket_path, int flags)
 			return rc;
 		socket_path = def;
 	}
-	rc = client__dial(socket_path, &fd);
+	rc = client__dial(socket_path, &fd, err, errlen);
 	if (rc == -ECONNREFUSED && (flags & OMNI_CONNECT_AUTOSTART) && !client__in_worker()) {
+		rc = client__start(socket_path, err, errlen, &fd);
+		if (rc == -EPERM)
+			return rc;
 		/* why the start failed is for `omnipkg daemon start` to tell */
-		if (client__start(socket_path, NULL, 0, &fd) < 0)
+		if (rc < 0) {
+			client__seterr(err, errlen, "%s", "");
 			return -ECONNREFUSED;
-		rc = 0;
+		}
 	}
 	if (rc < 0)
 		return rc;
@@ -621,6 +747,18 @@ int omni_connect(omni_client **out, const char *socket_path, int flags)
 	}
 	*out = c;
 	return 0;
+}
+
+int omni_connect(omni_client **out, const char *socket_path, int flags)
+{
+	return omni_connect_err(out, socket_path, flags, NULL, 0);
+}
+
+/* Tests of the id range start near its end; not part of omnipkg.h. */
+void client_next_id_set(omni_client *c, uint64_t id);
+void client_next_id_set(omni_client *c, uint64_t id)
+{
+	c->next_id = id;
 }
 
 void omni_close(omni_client *c)
@@ -764,10 +902,24 @@ const char *omni_reply_json(const omni_reply *r)
 {
 	omni_reply *m = (omni_reply *)r;   /* the cache is not part of the value */
 
+	char idtext[24];
+	cJSON *raw, *num;
+
 	if (!r)
 		return "";
-	if (!m->json)
-		m->json = cJSON_PrintUnformatted(m->obj);
+	if (m->json)
+		return m->json;
+	/* the id printed exactly, in its place; then a number again */
+	snprintf(idtext, sizeof idtext, "%llu", (unsigned long long)m->id);
+	if (!(raw = cJSON_CreateRaw(idtext)))
+		return "";
+	if (!cJSON_ReplaceItemInObjectCaseSensitive(m->obj, "id", raw)) {
+		cJSON_Delete(raw);
+		return "";
+	}
+	m->json = cJSON_PrintUnformatted(m->obj);
+	if ((num = cJSON_CreateNumber((double)m->id)))
+		cJSON_ReplaceItemInObjectCaseSensitive(m->obj, "id", num);
 	return m->json ? m->json : "";
 }
 
@@ -845,6 +997,11 @@ const char *omni_strerror(int err)
 		return "malformed message on the omnipkgd socket";
 	case -ETIMEDOUT:
 		return "timed out";
+	case -EPERM:
+		return "refusing the omnipkgd socket: it, its directory or the daemon behind it "
+		       "is not the caller's own";
+	case -EOVERFLOW:
+		return "request ids of this connection are used up (2^53)";
 	}
 	return strerror(err < 0 ? -err : err);
 }

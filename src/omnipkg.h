@@ -29,6 +29,14 @@
 extern "C" {
 #endif
 
+/* The library is built with hidden visibility: only what carries OMNI_API
+ * is exported from libomnipkg.so. */
+#if defined(__GNUC__)
+#define OMNI_API __attribute__((visibility("default")))
+#else
+#define OMNI_API
+#endif
+
 typedef struct omni_client omni_client;
 typedef struct omni_reply omni_reply;
 
@@ -45,48 +53,58 @@ typedef struct omni_exec_opts {
                                        inside a worker: OMNIPKG_DAEMON_CHILD) */
 
 /* The default socket path into buf; 0 or -errno. */
-int omni_default_socket(char *buf, size_t n);
+OMNI_API int omni_default_socket(char *buf, size_t n);
 
 /* Connects to socket_path (NULL: default) and checks the protocol version.
  * *out is owned by the caller until omni_close().  -ECONNREFUSED when no
- * daemon answers (also for a missing socket file), -EPROTONOSUPPORT for a
- * daemon of another protocol version. */
-int omni_connect(omni_client **out, const char *socket_path, int flags);
-void omni_close(omni_client *c);   /* c may be NULL; fails nothing in flight */
-int omni_fd(const omni_client *c); /* for poll(); borrowed.  Replies already
+ * daemon answers (also for a missing socket file or directory),
+ * -EPROTONOSUPPORT for a daemon of another protocol version.
+ *
+ * Trust: before a byte is sent, the directory holding the socket must be a
+ * real directory (not a symlink) owned by the caller's uid with no group or
+ * other permission bits, the socket a socket owned by that uid, and the
+ * peer (SO_PEERCRED) that uid; otherwise -EPERM and nothing is sent or
+ * started.  This holds for explicit paths as well as the default. */
+OMNI_API int omni_connect(omni_client **out, const char *socket_path, int flags);
+/* omni_connect that also writes why it failed, naming the path, into err
+ * (may be NULL; "" on success). */
+OMNI_API int omni_connect_err(omni_client **out, const char *socket_path, int flags,
+			      char *err, size_t errlen);
+OMNI_API void omni_close(omni_client *c);   /* c may be NULL; fails nothing in flight */
+OMNI_API int omni_fd(const omni_client *c); /* for poll(); borrowed.  Replies already
                                       read (see omni_call) are not signalled
                                       by it: try omni_recv(c, &r, 0) first */
 
 /* Runs code and waits for its reply.  *out: caller frees with omni_reply_free. */
-int omni_exec(omni_client *c, const omni_exec_opts *o, omni_reply **out);
+OMNI_API int omni_exec(omni_client *c, const omni_exec_opts *o, omni_reply **out);
 
 /* Pipelining: send now, collect later with omni_recv in any order. */
-int omni_exec_send(omni_client *c, const omni_exec_opts *o, uint64_t *id_out);
+OMNI_API int omni_exec_send(omni_client *c, const omni_exec_opts *o, uint64_t *id_out);
 /* Sends any op with arguments given as a JSON object text (NULL: none). */
-int omni_send(omni_client *c, const char *op, const char *args_json, uint64_t *id_out);
+OMNI_API int omni_send(omni_client *c, const char *op, const char *args_json, uint64_t *id_out);
 /* Receives the next reply, whichever request it answers.  timeout_ms < 0:
  * wait; -ETIMEDOUT when none came in time (the handle stays usable).
  * After a stream error (-EMSGSIZE, -EBADMSG, -ECONNRESET...) every later
  * call returns that error: close the handle. */
-int omni_recv(omni_client *c, omni_reply **out, int timeout_ms);
+OMNI_API int omni_recv(omni_client *c, omni_reply **out, int timeout_ms);
 
 /* Sends op and waits for its own reply (others received meanwhile are kept
  * and returned by later omni_recv calls). */
-int omni_call(omni_client *c, const char *op, const char *args_json, omni_reply **out);
-int omni_status(omni_client *c, omni_reply **out);
+OMNI_API int omni_call(omni_client *c, const char *op, const char *args_json, omni_reply **out);
+OMNI_API int omni_status(omni_client *c, omni_reply **out);
 
 /* Reply accessors; strings are borrowed, valid until omni_reply_free. */
-uint64_t omni_reply_id(const omni_reply *r);
-int omni_reply_ok(const omni_reply *r);
-const char *omni_reply_str(const omni_reply *r, const char *key);  /* "" if absent */
-double omni_reply_num(const omni_reply *r, const char *key);       /* 0 if absent;
+OMNI_API uint64_t omni_reply_id(const omni_reply *r);
+OMNI_API int omni_reply_ok(const omni_reply *r);
+OMNI_API const char *omni_reply_str(const omni_reply *r, const char *key);  /* "" if absent */
+OMNI_API double omni_reply_num(const omni_reply *r, const char *key);       /* 0 if absent;
                                                                       true: 1, false: 0 */
-const char *omni_reply_json(const omni_reply *r);                  /* whole reply */
-void omni_reply_free(omni_reply *r);
+OMNI_API const char *omni_reply_json(const omni_reply *r);                  /* whole reply */
+OMNI_API void omni_reply_free(omni_reply *r);
 
 /* Creates the bubbles of spec for python (see bubble.h); blocks while pip
  * runs, showing its output unless quiet.  err receives a reason. */
-int omni_install(const char *spec, const char *python, int quiet, char *err, size_t errlen);
+OMNI_API int omni_install(const char *spec, const char *python, int quiet, char *err, size_t errlen);
 
 /* Starts the daemon: runs `omnipkgd --daemon` and waits until its socket
  * accepts (the daemon's own errors go to stderr).  The binary is $OMNIPKGD,
@@ -94,8 +112,9 @@ int omni_install(const char *spec, const char *python, int quiet, char *err, siz
  * the install bindir, else on PATH.  The daemon listens on the default
  * socket only, so socket_path must be NULL or that path (-EINVAL).  Does
  * not check for a live daemon first.  0 or -errno with a reason in err
- * (may be NULL); -EPERM inside a worker.  OMNI_CONNECT_AUTOSTART uses it. */
-int omni_daemon_start(const char *socket_path, char *err, size_t errlen);
+ * (may be NULL); -EPERM inside a worker, or when the runtime directory is
+ * not the caller's own (see omni_connect).  OMNI_CONNECT_AUTOSTART uses it. */
+OMNI_API int omni_daemon_start(const char *socket_path, char *err, size_t errlen);
 
 /*
  * Why a request failed: the "reason" of a failed reply.  One table for the
@@ -138,14 +157,14 @@ enum omni_reason {
 enum omni_reason_class { OMNI_REASON_JOB = 1, OMNI_REASON_REFUSED = 2, OMNI_REASON_SYSTEM = 3 };
 
 /* "timeout" for OMNI_REASON_TIMEOUT; "" for NONE; NULL when unknown. */
-const char *omni_reason_name(int reason);
+OMNI_API const char *omni_reason_name(int reason);
 /* The number of a reason's name; 0 (NONE) for "" or NULL; -1 unknown. */
-int omni_reason_code(const char *name);
+OMNI_API int omni_reason_code(const char *name);
 /* enum omni_reason_class of a reason; 0 when unknown or NONE. */
-int omni_reason_class(int reason);
+OMNI_API int omni_reason_class(int reason);
 
-const char *omni_strerror(int err);
-const char *omni_version(void);
+OMNI_API const char *omni_strerror(int err);
+OMNI_API const char *omni_version(void);
 
 #ifdef __cplusplus
 }

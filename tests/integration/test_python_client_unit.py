@@ -6,6 +6,7 @@ daemon served by a thread on a temporary Unix socket.  Stdlib only.
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,6 +21,7 @@ import unittest
 from unittest import mock
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+OMNIPKG_H = os.path.normpath(os.path.join(HERE, "..", "..", "src", "omnipkg.h"))
 sys.path.insert(0, os.path.normpath(os.path.join(HERE, "..", "..", "src", "python")))
 
 from omnipkg import client as omc  # noqa: E402
@@ -54,6 +56,7 @@ class FakeDaemon:
         self.path = path
         self.requests = []
         self.raw_headers = []
+        self.raw_bodies = []
         self.connections = 0
         self.lock = threading.Lock()
         self.exec_delay = {}         # code -> seconds before replying
@@ -105,6 +108,7 @@ class FakeDaemon:
             msg = json.loads(body.decode("utf-8"))
             with self.lock:
                 self.raw_headers.append((n, len(body)))
+                self.raw_bodies.append(body)
                 self.requests.append(msg)
             if msg.get("op") == "exec":
                 threading.Thread(target=self._answer, args=(conn, wlock, msg),
@@ -167,6 +171,19 @@ class FakeDaemon:
                 rep["_trickle"] = True
             return rep
         return {"ok": False, "error": "unknown op", "errno": 95}
+
+
+class ReasonTableTest(unittest.TestCase):
+    def test_mirror_matches_omnipkg_h(self):
+        with open(OMNIPKG_H) as f:
+            text = f.read()
+        rows = re.findall(r'X\(\s*(\w+),\s*(\d+),\s*"(\w+)",\s*(JOB|REFUSED|SYSTEM)\s*\)', text)
+        self.assertGreater(len(rows), 10, "no OMNI_REASONS rows found in %s" % OMNIPKG_H)
+        table = {name: cls.lower() for _, _, name, cls in rows}
+        self.assertEqual(len(table), len(rows))
+        self.assertEqual(omc.REASONS, table)
+        self.assertEqual(omc.reason_class("busy"), "refused")
+        self.assertIsNone(omc.reason_class("no such reason"))
 
 
 class ClientTest(unittest.TestCase):
@@ -338,6 +355,15 @@ class ClientTest(unittest.TestCase):
         with self.assertRaises(TimeoutError):
             c.execute("base", "no reply")
         self.assertLess(time.monotonic() - t0, 3)
+
+    def test_ids_exact_up_to_2_53(self):
+        self.client.hello()
+        self.client._next_id = (1 << 53) - 2
+        for want in ((1 << 53) - 1, 1 << 53, 1):      # then it wraps to 1
+            self.assertTrue(self.client.execute("base", "id")["success"])
+            body = self.fake.raw_bodies[-1].decode()
+            self.assertRegex(body, r'"id":%d[,}]' % want)
+            self.assertEqual(self.execs()[-1]["id"], want)
 
     def test_compat_import(self):
         self.assertIs(CompatClient, DaemonClient)

@@ -7,8 +7,11 @@
  * records the first line where the client's request was not what it
  * expected.  Run with `--daemon` (as the autostart test does through
  * $OMNIPKGD) this program is itself a tiny stand-in for `omnipkgd --daemon`.
+ * The trust tests plant sockets the client must refuse and check that not
+ * a byte reached them.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -19,6 +22,7 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <CUnit/Basic.h>
@@ -34,10 +38,14 @@ struct fake {
 	char dir[64];
 	char path[128];
 	int lfd;
+	int go[2];         /* a pipe: the test tells the script to go on */
 	pthread_t th;
 	fake_script script;
 	int bad_line;      /* first failed expectation inside the script, 0: none */
 };
+
+/* In client.c, outside the public API: the id the next request takes. */
+void client_next_id_set(omni_client *c, uint64_t id);
 
 #define FAKE_EXPECT(f, cond) do { if (!(cond) && !(f)->bad_line) (f)->bad_line = __LINE__; } while (0)
 
@@ -85,24 +93,32 @@ static void fake_hdr(unsigned char h[4], uint32_t n)
 	h[3] = (unsigned char)n;
 }
 
-/* Next request as a cJSON object (caller deletes), NULL on EOF or junk. */
-static cJSON *fake_read(int fd)
+/* Next request's text, NUL-terminated (caller frees); NULL on EOF or junk. */
+static char *fake_read_text(int fd)
 {
 	unsigned char h[4];
 	uint32_t n;
 	char *body;
-	cJSON *msg;
 
 	if (fake_read_full(fd, h, 4) < 0)
 		return NULL;
 	n = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
-	if (n == 0 || n > (1u << 20) || !(body = malloc(n)))
+	if (n == 0 || n > (1u << 20) || !(body = malloc(n + 1)))
 		return NULL;
 	if (fake_read_full(fd, body, n) < 0) {
 		free(body);
 		return NULL;
 	}
-	msg = cJSON_ParseWithLength(body, n);
+	body[n] = '\0';
+	return body;
+}
+
+/* Next request as a cJSON object (caller deletes), NULL on EOF or junk. */
+static cJSON *fake_read(int fd)
+{
+	char *body = fake_read_text(fd);
+	cJSON *msg = body ? cJSON_Parse(body) : NULL;
+
 	free(body);
 	return msg;
 }
@@ -215,6 +231,8 @@ static int fake_start(struct fake *f, fake_script script)
 		return -1;
 	snprintf(f->path, sizeof f->path, "%s/s", f->dir);
 	f->script = script;
+	if (pipe(f->go) < 0)
+		return -1;
 	if ((f->lfd = fake_listen(f->path)) < 0)
 		return -1;
 	return pthread_create(&f->th, NULL, fake_main, f) == 0 ? 0 : -1;
@@ -224,6 +242,8 @@ static int fake_start(struct fake *f, fake_script script)
 static int fake_stop(struct fake *f)
 {
 	pthread_join(f->th, NULL);
+	close(f->go[0]);
+	close(f->go[1]);
 	close(f->lfd);
 	unlink(f->path);
 	rmdir(f->dir);
@@ -341,13 +361,32 @@ static void script_exec(struct fake *f, int fd)
 static void script_silent(struct fake *f, int fd)
 {
 	cJSON *m;
+	char go;
 
 	fake_hello(f, fd, PROTO_VERSION);
 	m = fake_expect_op(f, fd, "workers");
-	/* answer only after the client has given up waiting once */
-	usleep(150 * 1000);
+	/* answer only once the client has given up waiting */
+	FAKE_EXPECT(f, fake_read_full(f->go[0], &go, 1) == 0);
 	fake_reply(fd, m ? fake_num(m, "id") : 0, 1, "{\"workers\":[]}");
 	cJSON_Delete(m);
+	fake_read(fd);
+}
+
+/* Two requests whose ids must arrive, and come back, as exact integers. */
+static void script_ids(struct fake *f, int fd)
+{
+	static const char *const ids[] = { "9007199254740991", "9007199254740992" };
+
+	fake_hello(f, fd, PROTO_VERSION);
+	for (int i = 0; i < 2; i++) {
+		char *text = fake_read_text(fd), want[48], reply[96];
+
+		snprintf(want, sizeof want, "\"id\":%s,", ids[i]);
+		FAKE_EXPECT(f, text && strstr(text, want));
+		snprintf(reply, sizeof reply, "{\"v\":1,\"id\":%s,\"ok\":true}", ids[i]);
+		fake_send_text(fd, reply);
+		free(text);
+	}
 	fake_read(fd);
 }
 
@@ -511,12 +550,215 @@ static void test_recv_timeout(void)
 	CU_ASSERT_EQUAL(omni_send(c, "workers", NULL, &id), 0);
 	CU_ASSERT_EQUAL(omni_recv(c, &r, 20), -ETIMEDOUT);
 	CU_ASSERT_PTR_NULL(r);
+	CU_ASSERT_EQUAL(write(f.go[1], "g", 1), 1);
 	/* a timeout leaves the handle usable */
 	CU_ASSERT_EQUAL(omni_recv(c, &r, 5000), 0);
 	CU_ASSERT_EQUAL(omni_reply_id(r), id);
 	omni_reply_free(r);
 	omni_close(c);
 	CU_ASSERT_EQUAL(fake_stop(&f), 0);
+}
+
+static void test_ids_exact_to_2_53(void)
+{
+	struct fake f;
+	omni_client *c = NULL;
+	omni_reply *r = NULL;
+	uint64_t id = 0;
+
+	CU_ASSERT_FATAL(fake_start(&f, script_ids) == 0);
+	CU_ASSERT_FATAL(omni_connect(&c, f.path, 0) == 0);
+	client_next_id_set(c, (UINT64_C(1) << 53) - 1);
+	for (uint64_t want = (UINT64_C(1) << 53) - 1; want <= UINT64_C(1) << 53; want++) {
+		char text[48];
+
+		CU_ASSERT_EQUAL(omni_send(c, "status", NULL, &id), 0);
+		CU_ASSERT_EQUAL(id, want);
+		CU_ASSERT_EQUAL_FATAL(omni_recv(c, &r, 5000), 0);
+		CU_ASSERT_EQUAL(omni_reply_id(r), want);
+		snprintf(text, sizeof text, "\"id\":%llu,", (unsigned long long)want);
+		CU_ASSERT_PTR_NOT_NULL(strstr(omni_reply_json(r), text));
+		CU_ASSERT_EQUAL(omni_reply_num(r, "id"), (double)want);
+		omni_reply_free(r);
+	}
+	/* past 2^53 the protocol has no ids left */
+	CU_ASSERT_EQUAL(omni_send(c, "status", NULL, &id), -EOVERFLOW);
+	omni_close(c);
+	CU_ASSERT_EQUAL(fake_stop(&f), 0);
+}
+
+/* ---- trust: sockets the client must refuse, before sending a byte ------ */
+
+#define SQUATTER 65534   /* "nobody" */
+
+static int write_marker_daemon(const char *dir, char *bin, size_t n, char *mark, size_t m);
+
+/* A listening socket nobody accepts on, at <dir>/s; -1 on failure. */
+static int trust_listen(const char *dir, char *path, size_t n)
+{
+	int fd;
+
+	snprintf(path, n, "%s/s", dir);
+	if ((fd = fake_listen(path)) >= 0)
+		fcntl(fd, F_SETFL, O_NONBLOCK);
+	return fd;
+}
+
+/* Whether nobody connected to lfd (so nothing was sent on it). */
+static int trust_untouched(int lfd)
+{
+	int fd = accept(lfd, NULL, NULL);
+
+	if (fd >= 0) {
+		close(fd);
+		return 0;
+	}
+	return errno == EAGAIN || errno == EWOULDBLOCK;
+}
+
+static void trust_expect_refused(const char *path, int lfd, const char *why)
+{
+	omni_client *c = (omni_client *)&c;
+	char err[512] = "x";
+
+	CU_ASSERT_EQUAL(omni_connect_err(&c, path, 0, err, sizeof err), -EPERM);
+	CU_ASSERT_PTR_NULL(c);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, path));
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, why));
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "OMNIPKG_RUNTIME_DIR"));
+	CU_ASSERT(trust_untouched(lfd));
+}
+
+static void test_trust_dir_mode_and_link(void)
+{
+	char dir[] = "/tmp/omni-test-client.XXXXXX", link[64], path[128], lpath[128];
+	int lfd;
+
+	CU_ASSERT_FATAL(mkdtemp(dir) != NULL);
+	CU_ASSERT_FATAL((lfd = trust_listen(dir, path, sizeof path)) >= 0);
+
+	/* a directory others may write to: anyone could have put the socket there */
+	CU_ASSERT_FATAL(chmod(dir, 0777) == 0);
+	trust_expect_refused(path, lfd, "mode 0777");
+	CU_ASSERT_FATAL(chmod(dir, 0750) == 0);
+	trust_expect_refused(path, lfd, "mode 0750");
+	CU_ASSERT_FATAL(chmod(dir, 0700) == 0);
+
+	/* a symlink to a good directory: whoever owns the link chooses the target */
+	snprintf(link, sizeof link, "%s.link", dir);
+	CU_ASSERT_FATAL(symlink(dir, link) == 0);
+	snprintf(lpath, sizeof lpath, "%s/s", link);
+	trust_expect_refused(lpath, lfd, "symlink");
+
+	unlink(link);
+	close(lfd);
+	unlink(path);
+	rmdir(dir);
+}
+
+static void test_trust_other_owner(void)
+{
+	char dir[] = "/tmp/omni-test-client.XXXXXX", path[128];
+	int lfd;
+
+	if (geteuid() != 0)
+		return;   /* only root can give a file away */
+	CU_ASSERT_FATAL(mkdtemp(dir) != NULL);
+	CU_ASSERT_FATAL((lfd = trust_listen(dir, path, sizeof path)) >= 0);
+
+	CU_ASSERT_FATAL(chown(dir, SQUATTER, SQUATTER) == 0);
+	trust_expect_refused(path, lfd, "uid 65534");
+	CU_ASSERT_FATAL(chown(dir, 0, 0) == 0);
+
+	CU_ASSERT_FATAL(chown(path, SQUATTER, SQUATTER) == 0);
+	trust_expect_refused(path, lfd, "uid 65534");
+
+	close(lfd);
+	unlink(path);
+	rmdir(dir);
+}
+
+/* A socket file of ours whose listener runs as another uid: bound as root,
+ * listening (which records the peer credentials) as the squatter. */
+static void test_trust_peer_uid(void)
+{
+	char dir[] = "/tmp/omni-test-client.XXXXXX", path[64], got[32] = "";
+	int ready[2], result[2], status = 0;
+	omni_client *c = NULL;
+	char err[512] = "";
+	pid_t pid;
+
+	if (geteuid() != 0)
+		return;
+	CU_ASSERT_FATAL(mkdtemp(dir) != NULL);
+	snprintf(path, sizeof path, "%s/s", dir);
+	CU_ASSERT_FATAL(pipe(ready) == 0 && pipe(result) == 0);
+	pid = fork();
+	CU_ASSERT_FATAL(pid >= 0);
+	if (pid == 0) {
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		int lfd = socket(AF_UNIX, SOCK_STREAM, 0), fd;
+		struct pollfd pfd = { .events = POLLIN };
+		char buf[256];
+		long total = 0;
+		ssize_t k;
+
+		alarm(10);
+		snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+		if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
+		    setgid(SQUATTER) < 0 || setuid(SQUATTER) < 0 || listen(lfd, 4) < 0)
+			_exit(2);
+		if (write(ready[1], "r", 1) != 1)
+			_exit(2);
+		pfd.fd = lfd;
+		if (poll(&pfd, 1, 5000) != 1 || (fd = accept(lfd, NULL, NULL)) < 0)
+			_exit(3);
+		/* everything the client sends, until it hangs up */
+		while ((k = read(fd, buf, sizeof buf)) > 0)
+			total += k;
+		dprintf(result[1], "%ld", total);
+		_exit(0);
+	}
+	close(ready[1]);
+	close(result[1]);
+	CU_ASSERT_FATAL(fake_read_full(ready[0], got, 1) == 0);
+	CU_ASSERT_EQUAL(omni_connect_err(&c, path, 0, err, sizeof err), -EPERM);
+	CU_ASSERT_PTR_NULL(c);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "runs as uid 65534"));
+	memset(got, 0, sizeof got);
+	CU_ASSERT(read(result[0], got, sizeof got - 1) > 0);
+	CU_ASSERT_STRING_EQUAL(got, "0");
+	waitpid(pid, &status, 0);
+	CU_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	close(ready[0]);
+	close(result[0]);
+	unlink(path);
+	rmdir(dir);
+}
+
+/* Autostart neither runs a daemon for, nor dials through, a squatted
+ * runtime directory. */
+static void test_trust_no_autostart_into_squat(void)
+{
+	char dir[] = "/tmp/omni-test-client.XXXXXX", bin[128], mark[128], err[256];
+	omni_client *c = NULL;
+	struct stat st;
+
+	CU_ASSERT_FATAL(mkdtemp(dir) != NULL);
+	CU_ASSERT_FATAL(write_marker_daemon(dir, bin, sizeof bin, mark, sizeof mark) == 0);
+	CU_ASSERT_FATAL(chmod(dir, 0777) == 0);
+	setenv("OMNIPKG_RUNTIME_DIR", dir, 1);
+	setenv("OMNIPKGD", bin, 1);
+	unsetenv("OMNIPKG_DAEMON_CHILD");
+	CU_ASSERT_EQUAL(omni_connect(&c, NULL, OMNI_CONNECT_AUTOSTART), -EPERM);
+	CU_ASSERT_PTR_NULL(c);
+	CU_ASSERT_EQUAL(omni_daemon_start(NULL, err, sizeof err), -EPERM);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, dir));
+	CU_ASSERT(stat(mark, &st) < 0 && errno == ENOENT);
+	unsetenv("OMNIPKGD");
+	unsetenv("OMNIPKG_RUNTIME_DIR");
+	unlink(bin);
+	rmdir(dir);
 }
 
 static void test_strerror(void)
@@ -665,6 +907,11 @@ int main(int argc, char **argv)
 	    !CU_add_test(s, "malformed reply", test_bad_reply) ||
 	    !CU_add_test(s, "exec request and failed job", test_exec) ||
 	    !CU_add_test(s, "recv timeout keeps the handle", test_recv_timeout) ||
+	    !CU_add_test(s, "ids exact up to 2^53", test_ids_exact_to_2_53) ||
+	    !CU_add_test(s, "trust: directory mode and symlink", test_trust_dir_mode_and_link) ||
+	    !CU_add_test(s, "trust: another owner", test_trust_other_owner) ||
+	    !CU_add_test(s, "trust: peer of another uid", test_trust_peer_uid) ||
+	    !CU_add_test(s, "trust: no autostart into a squat", test_trust_no_autostart_into_squat) ||
 	    !CU_add_test(s, "strerror", test_strerror) ||
 	    !CU_add_test(s, "no autostart inside a worker", test_no_autostart_in_worker) ||
 	    !CU_add_test(s, "autostart runs the daemon", test_autostart)) {

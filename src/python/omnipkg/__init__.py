@@ -15,7 +15,9 @@ from .client import (
     DaemonProtocolError,
     DaemonStartError,
     DaemonTimeout,
+    DaemonTrustError,
     default_socket_path,
+    reason_class,
     start_daemon,
 )
 
@@ -26,6 +28,8 @@ __all__ = [
     "DaemonProtocolError",
     "DaemonStartError",
     "DaemonTimeout",
+    "DaemonTrustError",
     "default_socket_path",
+    "reason_class",
     "start_daemon",
 ]

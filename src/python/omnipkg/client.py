@@ -15,6 +15,14 @@ written for it keeps working:
 
 A failed job, a bad spec or a missing bubble is a reply with success False
 and "error"; only not reaching the daemon raises (ConnectionError subclasses).
+reason_class(reply["reason"]) says whether the job failed ("job"), was
+turned down ("refused") or the system failed ("system").
+
+Requests carry code, so a socket is used only when nobody else could have
+put it there: before a byte is sent, its directory must be a real directory
+of the caller's uid with no group or other bits, the socket the caller's,
+and the process listening on it (SO_PEERCRED) the caller's; otherwise
+DaemonTrustError, and nothing is sent or started.
 """
 
 import json
@@ -22,6 +30,7 @@ import os
 import select
 import shutil
 import socket
+import stat
 import struct
 import subprocess
 import threading
@@ -37,6 +46,36 @@ CALL_GRACE = 10.0               # waited beyond a job's own timeout
 SHM_UNAVAILABLE = "shared-memory transfer is not available yet"
 
 _HDR = struct.Struct(">I")
+_UCRED = struct.Struct("3i")    # struct ucred: pid, uid, gid
+_FIX = "; remove it, or choose a directory of your own with $OMNIPKG_RUNTIME_DIR"
+
+# The reason table of src/omnipkg.h (OMNI_REASONS): name -> class.  A test
+# checks that the two agree row for row.
+REASONS = {
+    "exception": "job",
+    "timeout": "job",
+    "signal": "job",
+    "exit": "job",
+    "cancelled": "job",
+    "badspec": "refused",
+    "nopython": "refused",
+    "nobubble": "refused",
+    "busy": "refused",
+    "badarg": "refused",
+    "toolarge": "refused",
+    "badcode": "refused",
+    "proto": "refused",
+    "nosegment": "refused",
+    "quota": "refused",
+    "spawn": "system",
+    "shutdown": "system",
+    "nomem": "system",
+}
+
+
+def reason_class(reason):
+    """"job", "refused" or "system" for a reply's reason; None when unknown."""
+    return REASONS.get(reason)
 # Fields of an exec reply; keys of a dict `result` are merged beside them
 # (as omnipkg does) but never replace one of them.
 _REPLY_FIELDS = frozenset((
@@ -56,6 +95,11 @@ class DaemonNotRunning(DaemonConnectionError):
 
 class DaemonStartError(DaemonConnectionError):
     """Starting omnipkgd failed."""
+
+
+class DaemonTrustError(DaemonConnectionError):
+    """The socket, its directory or the process behind it is not the caller's
+    own: refused before anything was sent."""
 
 
 class DaemonProtocolError(DaemonConnectionError):
@@ -97,6 +141,10 @@ def start_daemon(socket_path=None):
                                "(OMNIPKG_DAEMON_CHILD=1)")
     default = default_socket_path()
     path = socket_path or default
+    try:
+        _trust_dir(path)     # never start a daemon into a directory not ours
+    except FileNotFoundError:
+        pass
     binary = find_daemon()
     if not binary:
         raise DaemonStartError("omnipkgd not found: set $OMNIPKGD or put omnipkgd on PATH")
@@ -119,6 +167,8 @@ def start_daemon(socket_path=None):
         try:
             _dial(path, 1.0).close()
             return
+        except DaemonTrustError:
+            raise
         except OSError:
             pass
         if failed:
@@ -130,11 +180,53 @@ def start_daemon(socket_path=None):
         time.sleep(0.02)
 
 
+def _trust_dir(path):
+    """Raises DaemonTrustError unless the directory of socket path is the
+    caller's alone; FileNotFoundError when it does not exist."""
+    d = os.path.dirname(path).rstrip("/") or ("/" if path.startswith("/") else ".")
+    st = os.lstat(d)       # lstat: a planted symlink must not redirect us
+    me = os.geteuid()
+    if stat.S_ISLNK(st.st_mode):
+        raise DaemonTrustError("refusing the socket %s: its directory %s is a symlink "
+                               "(owned by uid %d)%s" % (path, d, st.st_uid, _FIX))
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != me or st.st_mode & 0o077:
+        raise DaemonTrustError(
+            "refusing the socket %s: its directory %s is %s owned by uid %d with mode %04o, "
+            "not a directory of uid %d with mode 0700%s"
+            % (path, d, "a directory" if stat.S_ISDIR(st.st_mode) else "a file", st.st_uid,
+               stat.S_IMODE(st.st_mode), me, _FIX))
+
+
+def _trust_sock(path):
+    st = os.lstat(path)
+    me = os.geteuid()
+    if not stat.S_ISSOCK(st.st_mode) or st.st_uid != me:
+        raise DaemonTrustError("refusing %s: it is %s owned by uid %d, not a socket of uid %d%s"
+                               % (path, "a socket" if stat.S_ISSOCK(st.st_mode) else "a file",
+                                  st.st_uid, me, _FIX))
+
+
+def _trust_peer(s, path):
+    pid, uid, _ = _UCRED.unpack(s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                             _UCRED.size))
+    if uid != os.geteuid():
+        raise DaemonTrustError(
+            "refusing %s: the process listening there (pid %d) runs as uid %d, not as uid %d; "
+            "stop it, or choose a directory of your own with $OMNIPKG_RUNTIME_DIR"
+            % (path, pid, uid, os.geteuid()))
+
+
 def _dial(path, timeout):
+    """A connection to path once it is trusted; nothing is sent.  A missing
+    directory or socket raises FileNotFoundError, as a dead one raises
+    ConnectionRefusedError."""
+    _trust_dir(path)
+    _trust_sock(path)
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         s.settimeout(timeout)
         s.connect(path)
+        _trust_peer(s, path)
     except BaseException:
         s.close()
         raise
@@ -187,6 +279,8 @@ class DaemonClient:
                 return self._sock, self._gen
             try:
                 s = _dial(self.socket_path, HELLO_TIMEOUT)
+            except DaemonTrustError:
+                raise
             except OSError as e:
                 if not self.auto_start:
                     raise DaemonNotRunning("omnipkgd is not answering at %s (%s); start it with "
@@ -199,6 +293,8 @@ class DaemonClient:
                 start_daemon(self.socket_path)
                 try:
                     s = _dial(self.socket_path, HELLO_TIMEOUT)
+                except DaemonTrustError:
+                    raise
                 except OSError as e2:
                     raise DaemonNotRunning("omnipkgd started but %s does not answer: %s"
                                            % (self.socket_path, e2)) from None
