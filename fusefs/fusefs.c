@@ -69,6 +69,7 @@ struct fh {
 	struct fbuf data;          /* exec: code; snapshots: content */
 	struct fbuf in;            /* ctl: a partial command line */
 	int submitted;             /* exec: buf has run as job */
+	int oversize;              /* exec: a write was refused (EFBIG): run nothing */
 	int have_wbase, have_rbase;
 	off_t wbase, rbase;        /* exec: offsets of a transaction's first write and read */
 	char *spec, *py;           /* exec: its context */
@@ -498,6 +499,10 @@ static int exec_submit(struct fusefs *fs, struct fh *h)
 {
 	struct fsjob *j;
 
+	if (h->oversize) {
+		h->data.len = 0;          /* a cut-off program must never run */
+		return -EFBIG;
+	}
 	if (h->data.len == 0)
 		return -EINVAL;
 	if (memchr(h->data.p, 0, h->data.len))
@@ -560,7 +565,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	if (h->file == JF_EXEC) {
-		if (!h->submitted && (r = exec_submit(fs, h)) < 0 && !h->job) {
+		if (!h->submitted && (r = exec_submit(fs, h)) < 0 && (!h->job || r == -EFBIG)) {
 			fuse_reply_err(req, -r);
 			return;
 		}
@@ -704,6 +709,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
 	/* A write after the job ran starts the next transaction. */
 	if (h->submitted) {
 		h->submitted = 0;
+		h->oversize = 0;
 		h->data.len = 0;
 		h->have_wbase = 0;
 	}
@@ -713,6 +719,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
 	}
 	pos = (size_t)(off >= h->wbase ? off - h->wbase : off);
 	if (pos > FUSEFS_CODE_MAX || size > FUSEFS_CODE_MAX - pos) {
+		h->oversize = 1;
 		fuse_reply_err(req, EFBIG);
 		return;
 	}
@@ -733,7 +740,7 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (h->kind == K_CTL && h->in.len)
 		r = ctl_run(fs, h, 1);
 	else if (h->kind == K_CTXFILE && h->file == JF_EXEC && !h->submitted) {
-		if (h->data.len)
+		if (h->data.len || h->oversize)
 			r = exec_submit(fs, h);
 		else if (h->accmode == O_WRONLY && !h->job)
 			r = -EINVAL;      /* `echo -n > exec`: nothing to run */
