@@ -4,22 +4,30 @@
 #   make build     configure (if needed) and build
 #   make run       setup + bubbles, then omnipkgd in the foreground
 #                  (mounted at $(MOUNT) when run as root)
-#   make test      setup + bubbles + ctest (what CI runs)
+#   make test      setup + bubbles + ctest, then test-asan and fuzz (what CI runs)
+#   make test-asan every unit and integration test again on an ASan+UBSan
+#                  build in $(ASAN_DIR): leaks and reports are failures
+#   make fuzz      each libFuzzer harness (tests/fuzz) for $(FUZZ_SECONDS) s,
+#                  built with clang in $(FUZZ_DIR)
 #   make bench     setup + bubbles + bench/run.sh (QUICK=1 for a short run)
 #   make install   cmake --install into $(PREFIX)
-#   make clean     remove the build directory
+#   make clean     remove the build directories
 
 BUILD_DIR ?= build
 JOBS      ?= 2
 PREFIX    ?= /usr/local
 MOUNT     ?= /omnipkg
 QUICK     ?=
+ASAN_DIR  ?= build-asan
+FUZZ_DIR  ?= build-fuzz
+FUZZ_SECONDS ?= 25
+WERROR    := $(if $(filter true,$(CI)),-DOMNI_WERROR=ON)
 
 export BUILD_DIR JOBS
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := build
-.PHONY: setup build bubbles run test bench install clean
+.PHONY: setup build bubbles run test test-asan fuzz bench install clean
 
 setup:
 	bash scripts/setup.sh
@@ -47,6 +55,18 @@ run: setup bubbles
 # Serial on purpose: integration tests start daemons and mount file systems.
 test: setup bubbles
 	ctest --test-dir $(BUILD_DIR) --output-on-failure
+	$(MAKE) --no-print-directory test-asan
+	$(MAKE) --no-print-directory fuzz
+
+test-asan: bubbles
+	cmake -S . -B $(ASAN_DIR) -DOMNI_SANITIZE=ON $(WERROR)
+	cmake --build $(ASAN_DIR) -j$(JOBS)
+	ctest --test-dir $(ASAN_DIR) --output-on-failure
+
+fuzz: setup
+	CC=clang cmake -S . -B $(FUZZ_DIR) -DOMNI_FUZZ=ON -DOMNI_FUZZ_SECONDS=$(FUZZ_SECONDS) $(WERROR)
+	cmake --build $(FUZZ_DIR) -j$(JOBS) --target fuzz_all
+	ctest --test-dir $(FUZZ_DIR) -L fuzz --output-on-failure
 
 bench: setup bubbles
 	$(if $(QUICK),QUICK=$(QUICK) )bash bench/run.sh
@@ -56,4 +76,4 @@ install:
 	cmake --install $(BUILD_DIR) --prefix $(PREFIX)
 
 clean:
-	rm -rf $(BUILD_DIR)
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(FUZZ_DIR)
