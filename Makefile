@@ -53,13 +53,20 @@ run: setup bubbles
 	fi
 
 # Serial on purpose: integration tests start daemons and mount file systems.
+# Every stage runs even when one before it failed, so that one run shows
+# all there is to fix; make test fails if any did.
 test: setup bubbles
-	ctest --test-dir $(BUILD_DIR) --output-on-failure
-	$(MAKE) --no-print-directory test-asan
-	$(MAKE) --no-print-directory fuzz
+	@rc=0; \
+	ctest --test-dir $(BUILD_DIR) --output-on-failure || rc=1; \
+	$(MAKE) --no-print-directory test-asan || rc=1; \
+	$(MAKE) --no-print-directory fuzz || rc=1; \
+	if [ $$rc != 0 ]; then echo "make test: FAILED (see above)" >&2; fi; \
+	exit $$rc
 
+# No -Werror here: the plain build is the warnings gate, and GCC's
+# sanitizer instrumentation raises false maybe-uninitialized warnings.
 test-asan: bubbles
-	cmake -S . -B $(ASAN_DIR) -DOMNI_SANITIZE=ON $(WERROR)
+	cmake -S . -B $(ASAN_DIR) -DOMNI_SANITIZE=ON
 	cmake --build $(ASAN_DIR) -j$(JOBS)
 	ctest --test-dir $(ASAN_DIR) --output-on-failure
 

@@ -310,7 +310,7 @@ class DaemonFixture:
             if not left or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
-        problems = []
+        problems, killed = [], []
         for pid, (t, cmd) in sorted(left.items()):
             st = proc_stat(pid)
             if st is None or st[3] != t:
@@ -319,7 +319,13 @@ class DaemonFixture:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 continue
+            killed.append((pid, t))
             problems.append("pid %d outlived the daemon and was killed: %s" % (pid, cmd))
+        # SIGKILL is delivered, not done: wait until they are really gone.
+        deadline = time.monotonic() + grace
+        while any((proc_stat(pid) or (0, 0, 0, None))[3] == t for pid, t in killed) \
+                and time.monotonic() < deadline:
+            time.sleep(0.02)
         self._seen.clear()
         return problems
 
