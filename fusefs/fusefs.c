@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "bubble.h"
+#include "ctl.h"
 #include "fusefs.h"
 #include "fsjob.h"
 #include "logx.h"
@@ -590,39 +591,14 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 static int ctl_line(struct fusefs *fs, char *line)
 {
-	char *save = NULL, *w[5];
-	int n = 0;
+	struct ctl_cmd c;
+	int r = ctl_parse(line, &c);
 
-	for (char *t = strtok_r(line, " \t\r", &save); t; t = strtok_r(NULL, " \t\r", &save)) {
-		if (n == 5)
-			return -EINVAL;
-		w[n++] = t;
-	}
-	if (n == 0 || w[0][0] == '#')
-		return 0;
-	if (n == 4 && strcmp(w[0], "shm") == 0 && strcmp(w[1], "create") == 0) {
-		char *end;
-		unsigned long long v;
-		int sh = 0;
-
-		errno = 0;
-		v = strtoull(w[3], &end, 10);
-		if (*end == 'K' || *end == 'k')
-			sh = 10;
-		else if (*end == 'M' || *end == 'm')
-			sh = 20;
-		else if (*end == 'G' || *end == 'g')
-			sh = 30;
-		if (errno || end == w[3] || w[3][0] == '-' || (sh && end[1]) || (!sh && *end) ||
-		    v > ((unsigned long long)INT64_MAX >> sh))
-			return -EINVAL;
-		if (!shm_name_ok(w[2]))
-			return -EINVAL;
-		return shm_create(fs->t.shm, w[2], (off_t)(v << sh));
-	}
-	if (n == 3 && strcmp(w[0], "shm") == 0 && strcmp(w[1], "rm") == 0)
-		return shm_name_ok(w[2]) ? shm_remove(fs->t.shm, w[2]) : -ENOENT;
-	return -EINVAL;
+	if (r < 0 || c.op == CTL_NONE)
+		return r;
+	if (c.op == CTL_SHM_CREATE)
+		return shm_create(fs->t.shm, c.name, (off_t)c.size);
+	return shm_remove(fs->t.shm, c.name);
 }
 
 /* Runs the complete lines in h->in.p, and the rest too when flushing. */

@@ -20,8 +20,10 @@ JOBS=${JOBS:-2}
 say() { printf 'setup: %s\n' "$*"; }
 die() { printf '\nsetup: ERROR: %s\n\n' "$*" >&2; exit 1; }
 
+# clang and its runtime (libFuzzer, sanitizers; only a recommendation of
+# clang, so named) build the fuzzing harnesses of tests/fuzz.
 PACKAGES=(build-essential cmake pkg-config libfuse3-dev fuse3 libcjson-dev libcunit1-dev
-	  hyperfine gnuplot-nox)
+	  hyperfine gnuplot-nox clang libclang-rt-14-dev)
 
 # --- Debian packages --------------------------------------------------------
 command -v dpkg-query >/dev/null 2>&1 ||

@@ -1,7 +1,11 @@
 """Shared helpers for the integration tests (stdlib only).
 
 DaemonFixture runs the real omnipkgd on a private runtime dir and home,
-in its own process group, and takes everything down afterwards:
+in its own process group, and takes everything down afterwards.  stop()
+reports as problems what a clean run never shows: a sanitizer report in
+the daemon's log, a nonzero exit, and any process the daemon started that
+outlives it (workers call setsid, so killing the daemon's group misses
+them; they are found by ancestry and by their environment, then killed):
 
     d = DaemonFixture()
     d.start()
@@ -26,6 +30,12 @@ import subprocess
 import sys
 import tempfile
 import time
+
+# What ASan, LSan and UBSan print when they find something (the daemon's
+# stderr goes to its log).
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                   "runtime error:", "SUMMARY: UndefinedBehaviorSanitizer",
+                   "SUMMARY: AddressSanitizer")
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXT_DIR = os.path.join(REPO, "tests", "ext")
@@ -55,6 +65,40 @@ def find_pythons(wanted=("3.9", "3.11", "3.13")):
         if exe and "/shims/" not in exe:
             found[xy] = exe
     return found
+
+
+def proc_stat(pid):
+    """(ppid, pgrp, state, starttime) of a live pid, or None when it is gone
+    or a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            data = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    fields = data[data.rindex(")") + 2:].split()   # comm may hold spaces
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[1]), int(fields[2]), fields[0], int(fields[19])
+
+
+def proc_cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+    except OSError:
+        return "?"
+
+
+def proc_environ(pid):
+    try:
+        with open("/proc/%d/environ" % pid, "rb") as f:
+            return f.read().split(b"\0")
+    except OSError:
+        return []
+
+
+def all_pids():
+    return [int(n) for n in os.listdir("/proc") if n.isdigit()]
 
 
 def build_lockdemo(python, home):
@@ -95,6 +139,7 @@ class DaemonFixture:
         self.extra_args = list(extra_args)
         self.proc = None
         self._log = None
+        self._seen = {}   # pid -> starttime of every process the daemon started
 
         cfg = {"mount": mount or ""}
         cfg.update(config or {})
@@ -164,12 +209,15 @@ class DaemonFixture:
             s.close()
 
     def stop(self, timeout=15.0):
-        """`omnipkg daemon stop`, then kills the whole process group, pass
-        or fail.  Returns a list of problems (empty when the daemon went
-        cleanly and left no socket behind); removes the temp dir when so."""
+        """`omnipkg daemon stop`, then kills the whole process group and any
+        process the daemon left behind, pass or fail.  Returns a list of
+        problems (empty when the daemon went cleanly, exited 0, left no
+        socket, no process and no sanitizer report behind); removes the
+        temp dir when so."""
         problems = []
         if self.proc is None:
             return problems
+        self.descendants()
         try:
             r = self.cli("daemon", "stop", timeout=timeout)
             if r.returncode != 0:
@@ -178,9 +226,14 @@ class DaemonFixture:
         except subprocess.TimeoutExpired:
             problems.append("`omnipkg daemon stop` hung for %.0fs" % timeout)
         try:
-            self.proc.wait(timeout=timeout)
+            status = self.proc.wait(timeout=timeout)
+            if status != 0:
+                problems.append("omnipkgd exited with status %d" % status)
         except subprocess.TimeoutExpired:
             problems.append("omnipkgd still running %.0fs after stop" % timeout)
+        if self.proc.poll() is None:
+            self._kill_group()   # it hung: already a problem
+        problems += self.reap_leftovers()
         self._kill_group()
         if self.mount:
             subprocess.run(["fusermount3", "-u", "-z", self.mount],
@@ -191,12 +244,104 @@ class DaemonFixture:
         if self._log:
             self._log.close()
             self._log = None
+        problems += self.sanitizer_reports()
         if problems:
             problems.append("daemon log (%s):\n%s" % (self.log_path, self.log_tail()))
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)
         self.proc = None
         return problems
+
+    def crash(self):
+        """SIGKILLs the daemon's process group, as a crash would, and waits
+        for the daemon.  What it started is checked by the next stop() or
+        reap_leftovers()."""
+        self.descendants()
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+        self.proc = None
+        if self._log:
+            self._log.close()
+            self._log = None
+
+    def descendants(self):
+        """Records and returns {pid: starttime} of every live process this
+        daemon started: its descendants by parent pid, and any process whose
+        environment says it is a daemon child of this runtime dir (one that
+        outlived its parent is re-parented elsewhere)."""
+        me = os.getpid()
+        mark_child = b"OMNIPKG_DAEMON_CHILD=1"
+        mark_rt = ("OMNIPKG_RUNTIME_DIR=" + self.runtime).encode()
+        stats = {}
+        for pid in all_pids():
+            st = proc_stat(pid)
+            if st:
+                stats[pid] = st
+        found = {}
+        root = self.proc.pid if self.proc is not None else None
+        for pid, st in stats.items():
+            if pid in (me, root):
+                continue
+            if pid in self._seen and self._seen[pid] == st[3]:
+                found[pid] = st[3]
+                continue
+            p, hops = pid, 0
+            while p in stats and p > 1 and hops < 64:
+                p = stats[p][0]
+                hops += 1
+                if p == root:
+                    found[pid] = st[3]
+                    break
+            else:
+                env = proc_environ(pid)
+                if mark_child in env and mark_rt in env:
+                    found[pid] = st[3]
+        self._seen.update(found)
+        return found
+
+    def reap_leftovers(self, grace=5.0):
+        """After the daemon is gone: waits up to grace seconds for what it
+        started to exit, then SIGKILLs the rest.  Returns one problem per
+        process that had to be killed (empty list when none)."""
+        left = {}
+        deadline = time.monotonic() + grace
+        while True:
+            left = {pid: (t, proc_cmdline(pid)) for pid, t in self.descendants().items()}
+            if not left or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        problems, killed = [], []
+        for pid, (t, cmd) in sorted(left.items()):
+            st = proc_stat(pid)
+            if st is None or st[3] != t:
+                continue
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            killed.append((pid, t))
+            problems.append("pid %d outlived the daemon and was killed: %s" % (pid, cmd))
+        # SIGKILL is delivered, not done: wait until they are really gone.
+        deadline = time.monotonic() + grace
+        while any((proc_stat(pid) or (0, 0, 0, None))[3] == t for pid, t in killed) \
+                and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self._seen.clear()
+        return problems
+
+    def sanitizer_reports(self):
+        """Problems for each sanitizer report in the daemon's log."""
+        try:
+            with open(self.log_path, "rb") as f:
+                lines = f.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return []
+        hits = [i for i, line in enumerate(lines) if any(m in line for m in SANITIZER_MARKS)]
+        if not hits:
+            return []
+        first = hits[0]
+        return ["sanitizer report in the daemon log (%d lines match):\n%s"
+                % (len(hits), "\n".join(lines[max(0, first - 2):first + 40]))]
 
     def _kill_group(self):
         pgid = self.proc.pid  # start_new_session: the daemon leads its group

@@ -5,9 +5,15 @@ program.
     $ OMNIPKG_TEST_BUILD=build python -m unittest -v test_fusefs.py
 
 Each test starts its own daemon and mount and takes both down, pass or
-fail (fusermount3 -u -z as a last resort).  The numpy tests use the real
-omnipkg home ($OMNIPKG_TEST_REAL_HOME, else ~/.local/share/omnipkg) when
-it holds two numpy bubbles for one interpreter, and are skipped otherwise.
+fail (fusermount3 -u -z as a last resort); a daemon that leaves a
+process or a sanitizer report behind fails the test.  Without FUSE (or a
+build, or an interpreter) the tests are skipped, except under CI=true,
+where that fails them.  The numpy tests use the real omnipkg home
+($OMNIPKG_TEST_REAL_HOME, else ~/.local/share/omnipkg) when it holds two
+numpy bubbles for one interpreter, and are skipped otherwise.
+
+Jobs that must still be running when the test looks are held at a gate:
+they wait for a file that the test creates when it is done looking.
 """
 
 import errno
@@ -29,6 +35,7 @@ TIMEOUT = 60.0
 PYTHONS = find_pythons(("3.11", "3.12", "3.13", "3.10", "3.9"))
 REAL_HOME = os.environ.get("OMNIPKG_TEST_REAL_HOME") or os.path.expanduser("~/.local/share/omnipkg")
 NUMPY_VERSIONS = ("1.26.4", "2.2.6")
+CI = os.environ.get("CI") == "true"
 
 SHM_C = r"""
 #include <fcntl.h>
@@ -105,6 +112,15 @@ def errno_of(fn):
     return 0
 
 
+def peak_rss(pid):
+    """VmHWM of pid in bytes."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM for pid %d" % pid)
+
+
 def real_home_numpy():
     """The interpreter tag that has both numpy bubbles in the real home, or None."""
     root = os.path.join(REAL_HOME, "bubbles")
@@ -124,14 +140,20 @@ class MountCase(unittest.TestCase):
     config = None
     home = None
 
+    def unavailable(self, why):
+        """Skips, or fails under CI, where every test must run."""
+        if CI:
+            self.fail(why + " (CI=true: a test that cannot run fails)")
+        self.skipTest(why)
+
     def setUp(self):
         why = DaemonFixture.available()
         if why:
-            self.skipTest(why)
+            self.unavailable(why)
         if not PYTHONS:
-            self.skipTest("no Python 3.9..3.13 interpreter found")
+            self.unavailable("no Python 3.9..3.13 interpreter found")
         if not os.path.exists("/dev/fuse") or not shutil.which("fusermount3"):
-            self.skipTest("FUSE is not available here (/dev/fuse, fusermount3)")
+            self.unavailable("FUSE is not available here (/dev/fuse, fusermount3)")
         self.base = tempfile.mkdtemp(prefix="omnipkg-fuse-")
         self.mnt = os.path.join(self.base, "mnt")
         self.d = None
@@ -156,18 +178,24 @@ class MountCase(unittest.TestCase):
             time.sleep(0.05)
 
     def dispose(self):
-        """Stops the daemon; one that is already dead is only cleaned up after."""
+        """Stops the daemon; after one that is already dead, kills what it
+        left behind.  Returns the problems seen (harness.DaemonFixture.stop)."""
         problems = []
-        if self.d is not None and self.d.proc is not None:
-            if self.d.proc.poll() is None:
-                problems = self.d.stop()
-            else:
-                self.d._kill_group()   # its workers, if any
-                if self.d._log:
-                    self.d._log.close()
-                    self.d._log = None
+        if self.d is None:
+            return problems
+        if self.d.proc is not None and self.d.proc.poll() is None:
+            problems = self.d.stop()
+        else:
+            problems = self.d.reap_leftovers() + self.d.sanitizer_reports()
+            if self.d.proc is not None:
+                self.d._kill_group()
                 self.d.proc = None
+            if self.d._log:
+                self.d._log.close()
+                self.d._log = None
+            if not problems:
                 shutil.rmtree(self.d.tmp, ignore_errors=True)
+        self.d = None
         return problems
 
     def _cleanup(self):
@@ -176,10 +204,29 @@ class MountCase(unittest.TestCase):
             force_unmount(self.mnt)
         shutil.rmtree(self.base, ignore_errors=True)
         if problems:
-            print("\n".join(problems))
+            raise AssertionError("\n".join(problems))
 
     def p(self, *parts):
         return os.path.join(self.mnt, *parts)
+
+    def gate(self):
+        """(path, code): code that blocks a job until path exists."""
+        path = os.path.join(self.base, "gate-%d" % len(os.listdir(self.base)))
+        code = ("import os, time\nend = time.monotonic() + %d\n"
+                "while not os.path.exists(%r) and time.monotonic() < end:\n"
+                "    time.sleep(0.01)\n" % (TIMEOUT, path))
+        return path, code
+
+    def fuse_stats(self):
+        return json.loads(read(self.p("stats")))["fusefs"]
+
+    def wait_for(self, what, cond):
+        """Polls cond() until true, for at most TIMEOUT seconds."""
+        end = time.monotonic() + TIMEOUT
+        while not cond():
+            if time.monotonic() > end:
+                self.fail("timed out waiting for " + what)
+            time.sleep(0.02)
 
     def ctx(self, spec="base", py=None):
         return self.p("specs", spec, py or sorted(PYTHONS)[0])
@@ -262,21 +309,30 @@ class TestExec(MountCase):
         self.assertEqual(read(self.p("jobs", str(job), "code")), "print('x' * 1000)")
 
     def test_read_waits_for_job(self):
+        gate, code = self.gate()
         with open(os.path.join(self.ctx(), "exec"), "w") as f:
-            f.write("import time\ntime.sleep(0.5)\nprint('late')\n")
-        t0 = time.monotonic()
+            f.write(code + "print('late')\n")
         self.assertEqual(read(os.path.join(self.ctx(), "status")), "running\n")
-        self.assertEqual(read(os.path.join(self.ctx(), "stdout")), "late\n")
-        self.assertGreater(time.monotonic() - t0, 0.2)
+        got = {}
+        reader = threading.Thread(target=lambda: got.update(
+            out=read(os.path.join(self.ctx(), "stdout"))))
+        reader.start()
+        self.wait_for("the stdout read to wait", lambda: self.fuse_stats()["reads_waiting"] >= 1)
+        self.assertNotIn("out", got, "the read returned before the job finished")
+        open(gate, "w").close()
+        reader.join(TIMEOUT)
+        self.assertEqual(got.get("out"), "late\n")
 
     def test_poll_on_output(self):
+        gate, code = self.gate()
         with open(os.path.join(self.ctx(), "exec"), "w") as f:
-            f.write("import time\ntime.sleep(0.5)\nprint('polled')\n")
+            f.write(code + "print('polled')\n")
         fd = os.open(os.path.join(self.ctx(), "stdout"), os.O_RDONLY)
         try:
             p = select.poll()
             p.register(fd, select.POLLIN)
             self.assertEqual(p.poll(0), [])
+            open(gate, "w").close()
             ev = p.poll(TIMEOUT * 1000)
             self.assertTrue(ev and ev[0][1] & select.POLLIN, ev)
             self.assertEqual(os.read(fd, 100), b"polled\n")
@@ -284,12 +340,16 @@ class TestExec(MountCase):
             os.close(fd)
 
     def test_interrupted_read_returns(self):
+        gate, code = self.gate()
         with open(os.path.join(self.ctx(), "exec"), "w") as f:
-            f.write("import time\ntime.sleep(5)\n")
-        t0 = time.monotonic()
+            f.write(code)
         r = bash("timeout -s INT 0.3 cat %s/result" % self.ctx())
         self.assertEqual(r.returncode, 124)
-        self.assertLess(time.monotonic() - t0, 3.0)
+        # cat came back while the job is still held: its read was interrupted.
+        self.assertEqual(read(os.path.join(self.ctx(), "status")), "running\n")
+        self.assertGreaterEqual(self.fuse_stats()["reads_interrupted"], 1)
+        open(gate, "w").close()
+        self.assertTrue(json.loads(read(os.path.join(self.ctx(), "result")))["ok"])
 
     def test_16_concurrent_transactions(self):
         out, errs = {}, []
@@ -467,29 +527,28 @@ class TestShm(MountCase):
         self.assertFalse(os.path.lexists(self.p("shm", "viactl")))
         self.assert_serving()
 
-    def round_trip(self, exe, name, size):
-        """Creates, maps from C, hands to a worker that answers in place; seconds."""
-        seg = self.p("shm", name)
-        t0 = time.perf_counter()
+    def test_big_segment_is_never_copied(self):
+        # What "1 GiB costs what 1 MiB does" rests on: a round trip
+        # C -> worker -> C through a 1 GiB segment copies none of it: no
+        # process ever holds half of it (peak RSS).
+        exe = self.build_tool()
+        size = 1 << 30
+        seg = self.p("shm", "big")
         r = bash("truncate -s %d %s" % (size, seg))
         self.assertEqual(r.returncode, 0, r.stderr)
         self.tool(exe, seg, "write", size - 4, "ping")
-        code = ("import mmap\nf = open(%r, 'r+b')\nm = mmap.mmap(f.fileno(), 0)\n"
-                "assert bytes(m[%d:]) == b'ping'\nm[0:4] = b'pong'\nm.close()\nf.close()\n"
+        code = ("import mmap, os\nf = open(%r, 'r+b')\nm = mmap.mmap(f.fileno(), 0)\n"
+                "assert bytes(m[%d:]) == b'ping'\nm[0:4] = b'pong'\nresult = os.getpid()\n"
+                "m.close()\nf.close()\n"
                 % (os.path.realpath(seg), size - 4))
         res = self.run_code(code)
         self.assertTrue(res["ok"], res)
         self.assertEqual(self.tool(exe, seg, "read", 0, 4), b"pong")
+        # Its pages were reserved when it was sized, so no store can SIGBUS later.
+        self.assertGreaterEqual(os.stat(os.path.realpath(seg)).st_blocks * 512, size)
+        for who, pid in (("daemon", self.d.proc.pid), ("worker", res["result"])):
+            self.assertLess(peak_rss(pid), size // 2, "the %s copied the segment" % who)
         os.unlink(seg)
-        return time.perf_counter() - t0
-
-    def test_big_segment_costs_like_small(self):
-        exe = self.build_tool()
-        self.round_trip(exe, "warm", 1 << 20)       # the worker starts here
-        small = min(self.round_trip(exe, "small", 1 << 20) for _ in range(3))
-        big = min(self.round_trip(exe, "big", 1 << 30) for _ in range(3))
-        print("\nshm round trip: 1 MiB %.2f ms, 1 GiB %.2f ms" % (small * 1e3, big * 1e3))
-        self.assertLess(big, 20 * max(small, 0.01))
 
 
 class TestLifetime(MountCase):
@@ -506,7 +565,7 @@ class TestLifetime(MountCase):
             f.write("import time\ntime.sleep(30)\n")
         reader = subprocess.Popen(["cat", os.path.join(self.ctx(), "result")],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(0.3)
+        self.wait_for("cat to wait on the result", lambda: self.fuse_stats()["reads_waiting"] >= 1)
         self.d.proc.send_signal(signal.SIGTERM)
         try:
             out, err = reader.communicate(timeout=TIMEOUT)
@@ -519,11 +578,10 @@ class TestLifetime(MountCase):
 
     def test_restart_over_stale_mount(self):
         self.assert_serving()
-        os.killpg(self.d.proc.pid, signal.SIGKILL)
-        self.d.proc.wait(TIMEOUT)
+        self.d.crash()
         self.assertTrue(mounted(self.mnt), "a killed daemon leaves its mount behind")
         self.assertEqual(errno_of(lambda: os.stat(self.p("specs"))), errno.ENOTCONN)
-        self.dispose()
+        self.assertEqual(self.dispose(), [], "the killed daemon's workers must die with it")
         self.start()
         self.assert_serving()
 

@@ -2,6 +2,8 @@
  * test_bubble.c - bubble paths, resolution, listing and installation on a
  * temp home.  Installation runs a stand-in interpreter script that plays
  * pip, so no network is needed and the arguments can be checked exactly.
+ * Every test gets a fresh home and interpreter (test_setup), and makes
+ * the tree it needs itself.
  */
 #include <CUnit/Basic.h>
 #include <dirent.h>
@@ -25,22 +27,22 @@ static int rm_one(const char *p, const struct stat *st, int fl, struct FTW *ftw)
 	return remove(p);
 }
 
-static int suite_init(void)
+static void test_setup(void)
 {
 	strcpy(home, "/tmp/omni-bubble-XXXXXX");
 	if (!mkdtemp(home))
-		return -1;
+		home[0] = '\0';
 	memset(&py, 0, sizeof(py));
 	strcpy(py.version, "3.11.7");
 	py.major = 3, py.minor = 11, py.micro = 7;
 	strcpy(py.tag, "cp311");
 	strcpy(py.path, "/nonexistent/python");
-	return 0;
 }
 
-static int suite_clean(void)
+static void test_teardown(void)
 {
-	return nftw(home, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	if (home[0])
+		nftw(home, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 static void mkdir_in_home(const char *rel)
@@ -83,6 +85,7 @@ static void test_resolve(void)
 	char err[512], want[256];
 	struct spec s;
 
+	CU_ASSERT_FATAL(home[0] != '\0');
 	parse_spec("scipy==1.11.4,numpy==1.26.4", &s);
 	mkdir_in_home("bubbles/cp311/numpy-1.26.4");
 	mkdir_in_home("bubbles/cp39/scipy-1.11.4");   /* other ABI: does not count */
@@ -128,7 +131,10 @@ static void test_list(void)
 	struct seen s = { 0 };
 	char other[128];
 
-	/* Continues the tree made by test_resolve. */
+	CU_ASSERT_FATAL(home[0] != '\0');
+	mkdir_in_home("bubbles/cp311/numpy-1.26.4");
+	mkdir_in_home("bubbles/cp311/scipy-1.11.4");
+	mkdir_in_home("bubbles/cp39/scipy-1.11.4");
 	mkdir_in_home("bubbles/cp311/.numpy-2.0.0.tmp-123");
 	mkdir_in_home("bubbles/cp311/nodash");
 	mkdir_in_home("bubbles/cp311/-1.0");
@@ -215,12 +221,14 @@ static void test_install(void)
 	strcpy(py.version, "3.12.1");
 	strcpy(py.tag, "cp312");
 	snprintf(tagdir, sizeof(tagdir), "%s/bubbles/cp312", home);
+	CU_ASSERT_FATAL(home[0] != '\0');
+	mkdir_in_home("bubbles/cp312/scikit-learn-1.3.0");
 
 	fake_python("py-ok", 0);
 	parse_spec("Six==1.16.0,scikit-learn==1.3.0", &s);
 	CU_ASSERT_EQUAL(bubble_install(home, &py, &s, 1, err, sizeof(err)), 0);
 	read_log(log, sizeof(log));
-	/* scikit-learn already exists (from test_list): only six is installed. */
+	/* scikit-learn already exists: only six is installed. */
 	snprintf(want, sizeof(want),
 		 "-m pip install --target %s/.six-1.16.0.tmp-%ld --disable-pip-version-check --quiet six==1.16.0\n",
 		 tagdir, (long)getpid());
@@ -269,7 +277,7 @@ int main(void)
 
 	if (CU_initialize_registry() != CUE_SUCCESS)
 		return 2;
-	s = CU_add_suite("bubble", suite_init, suite_clean);
+	s = CU_add_suite_with_setup_and_teardown("bubble", NULL, NULL, test_setup, test_teardown);
 	CU_add_test(s, "path", test_path);
 	CU_add_test(s, "resolve", test_resolve);
 	CU_add_test(s, "list", test_list);

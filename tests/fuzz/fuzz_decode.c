@@ -1,0 +1,43 @@
+/*
+ * fuzz_decode.c - libFuzzer harness for proto_decode: a request is either
+ * refused with a reason, or accepted as an object whose version, id and op
+ * say what proto_decode returned.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include "proto.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	cJSON *msg = NULL;
+	const cJSON *j;
+	uint64_t id = 0;
+	char err[256];
+	int op;
+
+	err[0] = '\0';
+	op = proto_decode((const char *)data, size, &msg, &id, err, sizeof(err));
+	if (op < 0) {
+		if (msg || !err[0] || memchr(err, '\0', sizeof(err)) == NULL ||
+		    (op != -EBADMSG && op != -EPROTONOSUPPORT && op != -EOPNOTSUPP))
+			abort();
+		return 0;
+	}
+	if (!cJSON_IsObject(msg) || id < 1 || id > (uint64_t)PROTO_MAX_ID || !proto_op_name(op))
+		abort();
+	j = cJSON_GetObjectItemCaseSensitive(msg, "v");
+	if (!cJSON_IsNumber(j) || j->valuedouble != PROTO_VERSION)
+		abort();
+	j = cJSON_GetObjectItemCaseSensitive(msg, "id");
+	if (!cJSON_IsNumber(j) || j->valuedouble != (double)id)
+		abort();
+	j = cJSON_GetObjectItemCaseSensitive(msg, "op");
+	if (!cJSON_IsString(j) || proto_op_code(j->valuestring) != op)
+		abort();
+	cJSON_Delete(msg);
+	return 0;
+}
