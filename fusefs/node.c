@@ -3,7 +3,7 @@
  * same nodes, one by number and one by (parent, name, kind).
  *
  *   t = node_table_new(100000);
- *   n = node_ref(t, 2, "base", KIND_SPEC, "base", NULL);   -> n->ino 64
+ *   n = node_ref(t, K_SPECS, "base", K_SPEC, "base", NULL);  -> n->ino 64
  *   node_forget(t, 64, 1);                                 -> gone
  */
 #include <stdlib.h>

@@ -1,7 +1,7 @@
 /*
  * node.h - the inode table of the control filesystem.
  *
- *   lookup("specs", "base")  ->  node 1042 (kind NODE_SPEC, nlookup 1)
+ *   lookup("specs", "base")  ->  node 1042 (kind K_SPEC, nlookup 1)
  *   lookup("specs", "base")  ->  node 1042 again (nlookup 2)
  *   forget(1042, 2)          ->  freed; 1042 is never handed out again
  *
