@@ -19,6 +19,7 @@
 #include "bubble.h"
 #include "chan.h"
 #include "logx.h"
+#include "omnipkg.h"
 #include "proto.h"
 #include "server.h"
 
@@ -74,8 +75,9 @@ static void conn_reply(struct conn *c, uint64_t id, cJSON *reply)
 	cJSON_DeleteItemFromObjectCaseSensitive(reply, "v");
 	cJSON_DeleteItemFromObjectCaseSensitive(reply, "id");
 	cJSON_AddNumberToObject(reply, "v", PROTO_VERSION);
-	cJSON_AddNumberToObject(reply, "id", (double)id);
-	r = chan_send(&c->ch, reply);
+	r = proto_set_id(reply, id);
+	if (r == 0)
+		r = chan_send(&c->ch, reply);
 	cJSON_Delete(reply);
 	if (r < 0) {
 		conn_close(c);
@@ -84,7 +86,9 @@ static void conn_reply(struct conn *c, uint64_t id, cJSON *reply)
 	conn_update_events(c);
 }
 
-#define conn_error(c, id, err, ...) conn_reply(c, id, proto_reply_error(err, NULL, __VA_ARGS__))
+/* A failed reply to id with a reason of OMNI_REASONS (omnipkg.h). */
+#define conn_error(c, id, err, reason, ...) \
+	conn_reply(c, id, proto_reply_error(err, omni_reason_name(OMNI_REASON_##reason), __VA_ARGS__))
 
 static void conn_unref(struct conn *c)
 {
@@ -102,48 +106,34 @@ static void job_done(cJSON *reply, void *ud)
 	conn_unref(c);
 }
 
-/* Reads an optional string member; -1 when present with another type. */
-static int arg_str(const cJSON *req, const char *key, const char **out)
+/* proto_decode has checked the keys and their types; the values are
+ * judged here. */
+static const char *arg_str(const cJSON *req, const char *key)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(req, key);
 
-	*out = NULL;
-	if (!v || cJSON_IsNull(v))
-		return 0;
-	if (!cJSON_IsString(v))
-		return -1;
-	*out = v->valuestring;
-	return 0;
+	return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
 static void op_exec(struct conn *c, uint64_t id, const cJSON *req)
 {
 	struct pool_req r = { 0 };
 	const cJSON *t = cJSON_GetObjectItemCaseSensitive(req, "timeout");
-	const cJSON *once = cJSON_GetObjectItemCaseSensitive(req, "once");
 	struct pending *pd;
 
-	if (arg_str(req, "spec", &r.spec) < 0 || !r.spec)
-		return conn_error(c, id, EINVAL, "exec: \"spec\" must be a string");
-	if (arg_str(req, "code", &r.code) < 0 || !r.code)
-		return conn_error(c, id, EINVAL, "exec: \"code\" must be a string");
-	if (arg_str(req, "python", &r.python) < 0)
-		return conn_error(c, id, EINVAL, "exec: \"python\" must be a string");
-	if (arg_str(req, "tag", &r.tag) < 0)
-		return conn_error(c, id, EINVAL, "exec: \"tag\" must be a string");
-	if (t && !cJSON_IsNull(t)) {
-		if (!cJSON_IsNumber(t) || !(t->valuedouble > 0 && t->valuedouble <= 7 * 86400))
-			return conn_error(c, id, EINVAL, "exec: \"timeout\" must be seconds in (0, 604800]");
+	r.spec = arg_str(req, "spec");
+	r.code = arg_str(req, "code");
+	r.python = arg_str(req, "python");
+	r.tag = arg_str(req, "tag");
+	r.once = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(req, "once"));
+	if (cJSON_IsNumber(t)) {
+		if (!(t->valuedouble > 0 && t->valuedouble <= 7 * 86400))
+			return conn_error(c, id, EINVAL, BADARG, "exec: \"timeout\" must be seconds in (0, 604800]");
 		r.timeout = t->valuedouble;
-	}
-	if (once && !cJSON_IsNull(once)) {
-		if (!cJSON_IsBool(once))
-			return conn_error(c, id, EINVAL, "exec: \"once\" must be true or false");
-		r.once = cJSON_IsTrue(once);
 	}
 	pd = malloc(sizeof *pd);
 	if (!pd)
-		return conn_error(c, id, ENOMEM, "out of memory");
+		return conn_error(c, id, ENOMEM, NOMEM, "out of memory");
 	pd->c = c;
 	pd->id = id;
 	c->inflight++;
@@ -166,6 +156,7 @@ static void op_hello(struct conn *c, uint64_t id)
 	cJSON_AddStringToObject(r, "version", OMNI_VERSION);
 	cJSON_AddNumberToObject(r, "proto", PROTO_VERSION);
 	cJSON_AddNumberToObject(r, "pid", getpid());
+	cJSON_AddItemToObject(r, "features", proto_features());
 	conn_reply(c, id, r);
 }
 
@@ -259,7 +250,7 @@ static void conn_request(struct conn *c, const char *pl, size_t len)
 	int op = proto_decode(pl, len, &req, &id, err, sizeof err);
 
 	if (op < 0) {
-		conn_error(c, id, -op, "%s", err);
+		conn_reply(c, id, proto_reply_error(-op, omni_reason_name(proto_reason(op)), "%s", err));
 		return;
 	}
 	switch (op) {
@@ -270,7 +261,7 @@ static void conn_request(struct conn *c, const char *pl, size_t len)
 	case PROTO_OP_PYTHONS: op_pythons(c, id); break;
 	case PROTO_OP_LIST: op_list(c, id); break;
 	case PROTO_OP_SHUTDOWN: op_shutdown(c, id); break;
-	default: conn_error(c, id, EOPNOTSUPP, "unknown op"); break;
+	default: conn_error(c, id, EOPNOTSUPP, PROTO, "unknown op"); break;
 	}
 	cJSON_Delete(req);
 }
@@ -328,8 +319,9 @@ static void conn_io(struct loop *l, int fd, uint32_t ev, void *ud)
 	if (c->closed)
 		return;
 	if (n < 0) {
-		conn_error(c, 0, -n, "bad frame: %s; closing the connection",
-			   n == -EMSGSIZE ? "larger than the protocol allows" : "empty");
+		conn_reply(c, 0, proto_reply_error(-n, omni_reason_name(proto_reason(n)),
+						   "bad frame: %s; closing the connection",
+						   n == -EMSGSIZE ? "larger than the protocol allows" : "empty"));
 		chan_flush(&c->ch);
 		conn_close(c);
 		return;
