@@ -165,3 +165,114 @@ class TestContracts(ServerTest):
         self.assertEqual((m["id"], m["ok"], m["reason"]), (3, False, "toolarge"))
         m = c.call(exec_req(4, "import os; result = os.getpid()"))
         self.assertEqual((m["id"], m["ok"], m["worker_pid"], m["result"]), (4, True, pid, pid))
+
+
+class TestDescriptors(ServerTest):
+    def test_out_of_descriptors_does_not_spin(self):
+        busy = self.connect()
+        m = busy.call(exec_req(1, "result = 1"))
+        self.assertTrue(m["ok"], m)
+        # Leave the daemon a few descriptors beyond those it holds now.
+        used = len(os.listdir("/proc/%d/fd" % self.pid))
+        limit = used + 8
+        resource.prlimit(self.pid, resource.RLIMIT_NOFILE, (limit, limit))
+        extra = []
+        refused = False
+        for _ in range(limit + 8):
+            c = Conn(self.d.socket, timeout=10)
+            extra.append(c)
+            self.conns.append(c)
+            try:
+                c.send({"v": 1, "id": 1, "op": "hello"})
+                c.recv()
+            except (EOFError, ConnectionError):
+                refused = True
+                break
+        self.assertTrue(refused, "no connection was refused at %d descriptors" % limit)
+        # Out of descriptors, with connections still arriving: the daemon idles.
+        waiting = [Conn(self.d.socket, timeout=10) for _ in range(4)]
+        self.conns.extend(waiting)
+        t0 = cpu_seconds(self.pid)
+        m = busy.call(exec_req(2, "result = 2"))
+        self.assertEqual((m["id"], m["ok"], m["result"]), (2, True, 2))
+        time.sleep(1.0)   # a window for measuring CPU time, not a wait for an event
+        self.assertLess(cpu_seconds(self.pid) - t0, 0.5, "the daemon spins when out of fds")
+        for c in extra + waiting:
+            c.close()
+        self.conns = [busy]
+        # Closed connections give their descriptors back: a newcomer is served.
+        fresh = self.connect()
+        m = fresh.call({"v": 1, "id": 9, "op": "hello"})
+        self.assertEqual((m["id"], m["ok"]), (9, True))
+
+
+class TestMemory(ServerTest):
+    def rss_mib(self):
+        return proc_status(self.pid, "VmRSS") / 1024.0
+
+    def test_partial_frames_bounded(self):
+        base = self.rss_mib()
+        well = self.connect()
+        body = b"x" * (15 * MIB)
+        holders = []
+        for _ in range(20):
+            c = self.connect(timeout=30)
+            holders.append(c)
+            try:
+                # Announces a 16 MiB frame and sends all but the last MiB.
+                c.s.sendall(struct.pack(">I", 16 * MIB) + body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+        m = well.call({"v": 1, "id": 1, "op": "hello"})
+        self.assertEqual((m["id"], m["ok"]), (1, True))
+        # SERVER_RBUF_MAX (64 MiB), plus one frame read before the check,
+        # plus the realloc that grows it (the old copy): 64 + 2 x 16.
+        self.assertLess(self.rss_mib() - base, 64 + 2 * 17, "partial frames are not bounded")
+        # Each holder was refused, or finishes its frame and is answered.
+        dropped = 0
+        for c in holders:
+            try:
+                c.s.sendall(b"x" * MIB)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            try:
+                m = c.recv()
+            except (EOFError, ConnectionError):
+                dropped += 1
+                continue
+            if m["reason"] == "toolarge":
+                dropped += 1
+            else:
+                self.assertEqual((m["ok"], m["reason"]), (False, "proto"))
+        self.assertGreaterEqual(dropped, 20 - 64 // 15)
+
+    def test_unread_replies_bounded(self):
+        base = self.rss_mib()
+        greedy = self.connect()
+        code = "import sys; sys.stdout.write('y' * (1 << 20))"
+        m = greedy.call(exec_req(1, code))
+        self.assertTrue(m["ok"], m)
+        for rid in range(2, 302):
+            greedy.send(exec_req(rid, code))
+        # A well-behaved client on another worker is served meanwhile, while
+        # the greedy one's replies pile up unread: up to 300 round trips, or
+        # until every greedy job ran (which only an unbounded daemon allows).
+        well = self.connect()
+        peak = 0.0
+        for rid in range(1, 301):
+            m = well.call(exec_req(rid, "result = %d" % rid, tag="other"))
+            self.assertEqual((m["id"], m["ok"], m["result"]), (rid, True, rid))
+            ws = well.call({"v": 1, "id": 1000 + rid, "op": "workers"})["workers"]
+            peak = max(peak, self.rss_mib())
+            if any(w["tag"] == "" and w["jobs"] >= 301 for w in ws):
+                break
+        # CONN_WBUF_MAX (32 MiB) + CONN_MAX_JOBS (16) replies of ~1 MiB in
+        # flight, each held twice on its way (worker frame and JSON text).
+        self.assertLess(peak - base, 32 + 2 * 16 + 16, "unread replies are not bounded")
+        # Everything is still delivered once the client reads.
+        got = set()
+        while len(got) < 300:
+            m = greedy.recv()
+            self.assertTrue(m["ok"], m)
+            got.add(m["id"])
+        self.assertEqual(got, set(range(2, 302)))
