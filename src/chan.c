@@ -101,6 +101,27 @@ int chan_flush(struct chan *c)
 
 size_t chan_pending(const struct chan *c) { return c->wlen - c->woff; }
 
+#define CHAN_KEEP 65536    /* what an ordinary channel keeps between frames */
+
+void chan_trim(struct chan *c)
+{
+	if (c->rcap > CHAN_KEEP && c->rlen <= CHAN_KEEP / 2) {
+		char *b = c->rlen ? realloc(c->rbuf, CHAN_KEEP) : NULL;
+
+		if (b || !c->rlen) {
+			if (!b)
+				free(c->rbuf);
+			c->rbuf = b;
+			c->rcap = b ? CHAN_KEEP : 0;
+		}
+	}
+	if (c->woff == c->wlen && c->wcap > CHAN_KEEP) {
+		free(c->wbuf);
+		c->wbuf = NULL;
+		c->woff = c->wlen = c->wcap = 0;
+	}
+}
+
 int chan_send_raw(struct chan *c, const char *frame, size_t n)
 {
 	if (c->woff == c->wlen) {

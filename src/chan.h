@@ -47,4 +47,8 @@ int chan_send_fd(struct chan *c, const cJSON *msg, int fd);
 int chan_flush(struct chan *c);
 size_t chan_pending(const struct chan *c);
 
+/* Gives back buffer memory grown for large frames once they are gone:
+ * the read buffer when it holds little, the write buffer when empty. */
+void chan_trim(struct chan *c);
+
 #endif

@@ -5,6 +5,7 @@
  * one side accepts is exactly a frame the other side can produce.
  */
 #include "proto.h"
+#include "omnipkg.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -12,23 +13,57 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const proto_ops[] = {
-	[PROTO_OP_HELLO] = "hello",
-	[PROTO_OP_EXEC] = "exec",
-	[PROTO_OP_STATUS] = "status",
-	[PROTO_OP_WORKERS] = "workers",
-	[PROTO_OP_PYTHONS] = "pythons",
-	[PROTO_OP_LIST] = "list",
-	[PROTO_OP_SHUTDOWN] = "shutdown",
+/* JSON types an argument may take (bit set). */
+enum { PT_STR = 1, PT_NUM = 2, PT_BOOL = 4, PT_NULL = 8 };
+
+struct proto_arg {
+	const char *key;
+	unsigned types;
+	int required;
+};
+
+/* Every request carries these; proto_decode checks their values itself. */
+static const struct proto_arg proto_common_args[] = {
+	{ "v", PT_NUM, 1 }, { "id", PT_NUM, 1 }, { "op", PT_STR, 1 }, { NULL, 0, 0 },
+};
+
+static const struct proto_arg proto_exec_args[] = {
+	{ "spec", PT_STR, 1 },
+	{ "code", PT_STR, 1 },
+	{ "python", PT_STR | PT_NULL, 0 },
+	{ "timeout", PT_NUM | PT_NULL, 0 },
+	{ "tag", PT_STR | PT_NULL, 0 },
+	{ "once", PT_BOOL | PT_NULL, 0 },
+	{ NULL, 0, 0 },
+};
+
+/* An op without an argument list takes no arguments. */
+static const struct {
+	const char *name;
+	const struct proto_arg *args;
+} proto_ops[] = {
+	[PROTO_OP_HELLO] = { "hello", NULL },
+	[PROTO_OP_EXEC] = { "exec", proto_exec_args },
+	[PROTO_OP_STATUS] = { "status", NULL },
+	[PROTO_OP_WORKERS] = { "workers", NULL },
+	[PROTO_OP_PYTHONS] = { "pythons", NULL },
+	[PROTO_OP_LIST] = { "list", NULL },
+	[PROTO_OP_SHUTDOWN] = { "shutdown", NULL },
 };
 
 #define PROTO_NOPS ((int)(sizeof(proto_ops) / sizeof(proto_ops[0])))
+
+/* Capabilities that are not an op or an argument, for "hello". */
+static const char *const proto_caps[] = {
+	"args.strict",   /* unknown or mistyped keys are refused */
+	"id.exact",      /* reply ids are written as exact integers */
+};
 
 const char *proto_op_name(int op)
 {
 	if (op <= 0 || op >= PROTO_NOPS)
 		return NULL;
-	return proto_ops[op];
+	return proto_ops[op].name;
 }
 
 int proto_op_code(const char *name)
@@ -36,9 +71,59 @@ int proto_op_code(const char *name)
 	if (!name)
 		return -1;
 	for (int op = 1; op < PROTO_NOPS; op++)
-		if (proto_ops[op] && strcmp(proto_ops[op], name) == 0)
+		if (proto_ops[op].name && strcmp(proto_ops[op].name, name) == 0)
 			return op;
 	return -1;
+}
+
+cJSON *proto_features(void)
+{
+	cJSON *a = cJSON_CreateArray();
+	char w[64];
+
+	if (!a)
+		return NULL;
+	for (int op = 1; op < PROTO_NOPS; op++) {
+		cJSON_AddItemToArray(a, cJSON_CreateString(proto_ops[op].name));
+		for (const struct proto_arg *g = proto_ops[op].args; g && g->key; g++)
+			if (!g->required) {
+				snprintf(w, sizeof w, "%s.%s", proto_ops[op].name, g->key);
+				cJSON_AddItemToArray(a, cJSON_CreateString(w));
+			}
+	}
+	for (size_t i = 0; i < sizeof proto_caps / sizeof proto_caps[0]; i++)
+		cJSON_AddItemToArray(a, cJSON_CreateString(proto_caps[i]));
+	return a;
+}
+
+int proto_set_id(cJSON *msg, uint64_t id)
+{
+	char num[24];
+	cJSON *raw;
+
+	/* cJSON prints doubles with 15 significant digits, which rounds ids
+	 * near 2^53; the integer's own digits are exact. */
+	snprintf(num, sizeof num, "%llu", (unsigned long long)id);
+	raw = cJSON_CreateRaw(num);
+	if (!raw)
+		return -ENOMEM;
+	cJSON_DeleteItemFromObjectCaseSensitive(msg, "id");
+	if (!cJSON_AddItemToObject(msg, "id", raw)) {
+		cJSON_Delete(raw);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+int proto_reason(int rc)
+{
+	switch (rc) {
+	case -EINVAL: return OMNI_REASON_BADARG;
+	case -EILSEQ: return OMNI_REASON_BADCODE;
+	case -EMSGSIZE: return OMNI_REASON_TOOLARGE;
+	case -ENOMEM: return OMNI_REASON_NOMEM;
+	default: return OMNI_REASON_PROTO;
+	}
 }
 
 long proto_frame_parse(const char *buf, size_t len, const char **payload, size_t *plen)
@@ -110,13 +195,216 @@ static int proto_only_space(const char *p, const char *end)
 	return 1;
 }
 
+/* Strict UTF-8: no overlong forms, no surrogates, nothing past U+10FFFF. */
+int proto_utf8_valid(const char *str, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)str, *end = p + n;
+
+	while (p < end) {
+		unsigned c = *p, cp;
+		size_t k;
+
+		if (c < 0x80) {
+			p++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf)
+			k = 1, cp = c & 0x1f;
+		else if (c >= 0xe0 && c <= 0xef)
+			k = 2, cp = c & 0x0f;
+		else if (c >= 0xf0 && c <= 0xf4)
+			k = 3, cp = c & 0x07;
+		else
+			return 0;
+		if ((size_t)(end - p) <= k)
+			return 0;
+		for (size_t i = 1; i <= k; i++) {
+			if ((p[i] & 0xc0) != 0x80)
+				return 0;
+			cp = cp << 6 | (p[i] & 0x3f);
+		}
+		if ((k == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+		    (k == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+			return 0;
+		p += k + 1;
+	}
+	return 1;
+}
+
+/* Copies at most n-1 bytes of valid UTF-8 s into buf without splitting a
+ * character, so that a name quoted in an error is still valid text. */
+static const char *proto_clip(const char *s, char *buf, size_t n)
+{
+	size_t len = strlen(s);
+
+	if (len >= n) {
+		len = n - 1;
+		while (len > 0 && ((unsigned char)s[len] & 0xc0) == 0x80)
+			len--;
+	}
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+	return buf;
+}
+
+/* Bytes of a string as cJSON writes it: quotes, two-byte escapes, and
+ * \u00XX for the other control characters. */
+static size_t proto_str_size(const char *s)
+{
+	size_t n = 2;
+
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '"' || *p == '\\' || *p == '\b' || *p == '\f' || *p == '\n' ||
+		    *p == '\r' || *p == '\t')
+			n += 2;
+		else if (*p < 0x20)
+			n += 6;
+		else
+			n += 1;
+	}
+	return n;
+}
+
+size_t proto_json_size(const cJSON *item)
+{
+	size_t n = 0;
+
+	if (cJSON_IsString(item))
+		return proto_str_size(item->valuestring ? item->valuestring : "");
+	if (cJSON_IsRaw(item))
+		return item->valuestring ? strlen(item->valuestring) : 0;
+	if (cJSON_IsNumber(item))
+		return 32;    /* an upper bound of cJSON's "%1.17g" */
+	if (cJSON_IsBool(item) || cJSON_IsNull(item))
+		return 5;
+	for (const cJSON *c = item->child; c; c = c->next) {
+		n += proto_json_size(c) + (c->next != NULL);   /* the comma */
+		if (cJSON_IsObject(item))
+			n += proto_str_size(c->string ? c->string : "") + 1;
+	}
+	return n + 2;
+}
+
+/* Whether every string in item's value (keys of nested objects too) is
+ * valid UTF-8. */
+static int proto_item_utf8(const cJSON *item)
+{
+	if (cJSON_IsString(item))
+		return proto_utf8_valid(item->valuestring, strlen(item->valuestring));
+	for (const cJSON *c = item->child; c; c = c->next)
+		if ((c->string && !proto_utf8_valid(c->string, strlen(c->string))) || !proto_item_utf8(c))
+			return 0;
+	return 1;
+}
+
+/* -EILSEQ naming the top-level key whose key or value is not valid UTF-8;
+ * 0 when all text is valid. */
+static int proto_check_utf8(const cJSON *msg, char *err, size_t errlen)
+{
+	char key[64];
+
+	for (const cJSON *c = msg->child; c; c = c->next) {
+		if (!proto_utf8_valid(c->string, strlen(c->string))) {
+			snprintf(err, errlen, "a key is not valid UTF-8 text");
+			return -EILSEQ;
+		}
+		if (!proto_item_utf8(c)) {
+			snprintf(err, errlen, "\"%s\" is not valid UTF-8 text",
+				 proto_clip(c->string, key, sizeof key));
+			return -EILSEQ;
+		}
+	}
+	return 0;
+}
+
+static const struct proto_arg *proto_arg_find(const struct proto_arg *t, const char *key, unsigned *idx)
+{
+	for (unsigned i = 0; t && t[i].key; i++)
+		if (strcmp(t[i].key, key) == 0) {
+			*idx = i;
+			return &t[i];
+		}
+	return NULL;
+}
+
+static unsigned proto_type_of(const cJSON *v)
+{
+	if (cJSON_IsString(v))
+		return PT_STR;
+	if (cJSON_IsNumber(v))
+		return PT_NUM;
+	if (cJSON_IsBool(v))
+		return PT_BOOL;
+	if (cJSON_IsNull(v))
+		return PT_NULL;
+	return 0;   /* objects and arrays: no argument takes one */
+}
+
+static const char *proto_types_text(unsigned t)
+{
+	static const char *const text[] = {
+		[PT_STR] = "a string", [PT_NUM] = "a number", [PT_BOOL] = "true or false",
+		[PT_STR | PT_NULL] = "a string or null", [PT_NUM | PT_NULL] = "a number or null",
+		[PT_BOOL | PT_NULL] = "true, false or null",
+	};
+
+	return t < sizeof text / sizeof text[0] && text[t] ? text[t] : "another type";
+}
+
+/*
+ * Checks msg's top-level keys against the common keys and op's table:
+ * each known, of an allowed type, present once; every required one there.
+ * -EINVAL with the key and the op named in err.
+ */
+static int proto_check_args(const cJSON *msg, int op, char *err, size_t errlen)
+{
+	const char *name = proto_ops[op].name;
+	const struct proto_arg *args = proto_ops[op].args;
+	unsigned seen_common = 0, seen = 0;
+	char key[64];
+
+	for (const cJSON *c = msg->child; c; c = c->next) {
+		const struct proto_arg *a;
+		unsigned idx, *mask = &seen_common;
+
+		if (!(a = proto_arg_find(proto_common_args, c->string, &idx))) {
+			a = proto_arg_find(args, c->string, &idx);
+			mask = &seen;
+		}
+		if (!a) {
+			snprintf(err, errlen, "%s: unknown key \"%s\"%s", name,
+				 proto_clip(c->string, key, sizeof key),
+				 args ? "" : " (it takes no arguments)");
+			return -EINVAL;
+		}
+		if (*mask & 1u << idx) {
+			snprintf(err, errlen, "%s: key \"%s\" given twice", name, a->key);
+			return -EINVAL;
+		}
+		*mask |= 1u << idx;
+		if (!(proto_type_of(c) & a->types)) {
+			snprintf(err, errlen, "%s: \"%s\" must be %s", name, a->key,
+				 proto_types_text(a->types));
+			return -EINVAL;
+		}
+	}
+	for (unsigned i = 0; args && args[i].key; i++)
+		if (args[i].required && !(seen & 1u << i)) {
+			snprintf(err, errlen, "%s: missing \"%s\" (%s)", name, args[i].key,
+				 proto_types_text(args[i].types));
+			return -EINVAL;
+		}
+	return 0;
+}
+
 int proto_decode(const char *payload, size_t plen, cJSON **out, uint64_t *id,
 		 char *err, size_t errlen)
 {
 	const char *end = NULL;
 	cJSON *msg, *jid, *jv, *jop;
+	char name[64];
 	double d;
-	int op;
+	int op, rc;
 
 	*out = NULL;
 	*id = 0;
@@ -149,6 +437,12 @@ int proto_decode(const char *payload, size_t plen, cJSON **out, uint64_t *id,
 	}
 	*id = (uint64_t)d;
 
+	/* Before anything quotes a key or a value back in an error. */
+	if ((rc = proto_check_utf8(msg, err ? err : name, err ? errlen : sizeof name)) < 0) {
+		cJSON_Delete(msg);
+		return rc;
+	}
+
 	jv = cJSON_GetObjectItemCaseSensitive(msg, "v");
 	if (!jv || !cJSON_IsNumber(jv)) {
 		cJSON_Delete(msg);
@@ -170,9 +464,21 @@ int proto_decode(const char *payload, size_t plen, cJSON **out, uint64_t *id,
 	op = proto_op_code(jop->valuestring);
 	if (op < 0) {
 		if (err && errlen)
-			snprintf(err, errlen, "unknown op \"%.64s\"", jop->valuestring);
+			snprintf(err, errlen, "unknown op \"%s\"", proto_clip(jop->valuestring, name, sizeof name));
 		cJSON_Delete(msg);
 		return -EOPNOTSUPP;
+	}
+	if ((rc = proto_check_args(msg, op, err ? err : name, err ? errlen : sizeof name)) < 0) {
+		cJSON_Delete(msg);
+		return rc;
+	}
+	/* cJSON writes what it read raw (control bytes, as one example) in
+	 * escaped form, up to six times larger: what is forwarded must still
+	 * be a frame. */
+	if (proto_json_size(msg) > PROTO_MAX_FRAME - PROTO_ENVELOPE) {
+		cJSON_Delete(msg);
+		return proto_fail(-EMSGSIZE, err, errlen,
+				  "request too large once encoded (over the frame limit)");
 	}
 	*out = msg;
 	return op;

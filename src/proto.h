@@ -9,12 +9,22 @@
  *
  * Client requests:  {"v":1, "id":<1..2^53>, "op":"<op>", ...arguments}
  * Daemon replies:   {"v":1, "id":<same id>, "ok":true|false, ...}
- *   a failed request also carries "error" (readable text) and "errno".
+ *   a failed request also carries "error" (readable text), "errno" and
+ *   "reason" (the names of OMNI_REASONS in omnipkg.h).  The id of a reply
+ *   is written as the integer's exact digits.
+ *
+ * Requests are strict: a key the op does not take, a key given twice or a
+ * value of the wrong JSON type is refused (reason "badarg"); a string that
+ * is not valid UTF-8 is refused ("badcode"), and so is a request larger
+ * than PROTO_MAX_FRAME - PROTO_ENVELOPE once re-encoded ("toolarge").
  * Replies may arrive in any order; the id matches them to requests.
  *
  * Ops (numbered in the table below; a number is never reused):
- *   1 hello     -> daemon, version, proto, pid
- *   2 exec      spec, code, [python, timeout (s), tag, once]
+ *   1 hello     -> daemon, version, proto, pid, features (op names, "op.arg"
+ *                  for each optional argument, capability words)
+ *   2 exec      spec (string), code (string), [python (string), timeout
+ *               (number, s), tag (string), once (bool)]; optional ones may
+ *               be null
  *               -> ok, stdout, stderr, stdout_truncated, stderr_truncated,
  *                  result (when the code set `result`), error, traceback,
  *                  reason ("exception"|"timeout"|"signal"|"exit"|"spawn"|
@@ -49,6 +59,8 @@
 #define PROTO_HDR 4
 #define PROTO_MAX_FRAME (16u << 20)
 #define PROTO_MAX_ID 9007199254740992.0 /* 2^53: exact in a JSON number */
+/* Room kept for what the daemon adds when it forwards a request's text. */
+#define PROTO_ENVELOPE 4096
 
 enum proto_op {
 	PROTO_OP_HELLO = 1,
@@ -79,15 +91,37 @@ char *proto_encode(const cJSON *msg, size_t *len_out);
 
 /*
  * Strictly decodes a client request payload: a JSON object with "v" equal
- * to PROTO_VERSION, an integral "id" in 1..2^53 and a known "op".
+ * to PROTO_VERSION, an integral "id" in 1..2^53, a known "op" and only the
+ * arguments that op takes, of their types (the table in proto.c).
  * On success returns the op number, *out owns the parsed object (caller
  * deletes) and *id is set.  On failure returns -EBADMSG (not JSON, not an
- * object, bad id), -EPROTONOSUPPORT (other version) or -EOPNOTSUPP (unknown
- * op), writes a readable reason into err, and sets *id when one could be
- * read (0 otherwise) so that the error can still be answered.
+ * object, bad id), -EPROTONOSUPPORT (other version), -EOPNOTSUPP (unknown
+ * op), -EILSEQ (a string or key not valid UTF-8), -EINVAL (an argument
+ * unknown, repeated, missing or of the wrong type) or -EMSGSIZE (too large
+ * once re-encoded), writes a readable reason into err, and sets *id when
+ * one could be read (0 otherwise) so that the error can still be answered.
  */
 int proto_decode(const char *payload, size_t plen, cJSON **out, uint64_t *id,
 		 char *err, size_t errlen);
+
+/* The enum omni_reason for a negative return of proto_decode. */
+int proto_reason(int rc);
+
+/* Sets msg's "id" to id written as exact integer digits (cJSON would round
+ * a double near 2^53).  0 or -ENOMEM. */
+int proto_set_id(cJSON *msg, uint64_t id);
+
+/* What "hello" lists: op names, "<op>.<arg>" for each optional argument,
+ * capability words.  Caller owns the array; NULL when out of memory. */
+cJSON *proto_features(void);
+
+/* Whether n bytes at s are strict UTF-8 (no overlong forms, surrogates or
+ * code points past U+10FFFF). */
+int proto_utf8_valid(const char *s, size_t n);
+
+/* An upper bound of the bytes cJSON_PrintUnformatted writes for item,
+ * exact for strings, objects and arrays of them. */
+size_t proto_json_size(const cJSON *item);
 
 /*
  * A failed reply: {"ok": false, "error": <text>, "errno": err} and, when

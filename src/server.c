@@ -8,10 +8,13 @@
  * memory and the job itself is not disturbed.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -19,18 +22,44 @@
 #include "bubble.h"
 #include "chan.h"
 #include "logx.h"
+#include "omnipkg.h"
 #include "proto.h"
 #include "server.h"
 
-#define CONN_WBUF_HIGH (64u << 20)   /* stop reading a client that does not read its replies */
+/*
+ * Memory bounds.  A request is buffered whole before it is decoded and a
+ * reply is queued whole, so buffers are what a hostile or stuck client can
+ * grow; these keep the daemon's memory bounded whatever clients do.
+ *
+ * One connection's read buffer holds at most one frame (chan.c).  Beyond
+ * that, SERVER_RBUF_MAX bounds the request bytes buffered by all of them:
+ * over it, the connection holding the largest partial request is refused
+ * ("toolarge") and closed.  Pausing reads instead could stall every sender
+ * of a large request at once, none able to finish.
+ *
+ * A connection is not read while its unwritten replies exceed
+ * CONN_WBUF_MAX or CONN_MAX_JOBS of its jobs run, so replies not yet made
+ * are bounded too; while all connections' unwritten replies exceed
+ * SERVER_WBUF_MAX, those holding more than an equal share are not read.
+ * Unread requests wait in the socket, which pushes back on the sender.
+ */
+#define SERVER_RBUF_MAX (64u << 20)
+#define CONN_WBUF_MAX (32u << 20)
+#define CONN_MAX_JOBS 16
+#define SERVER_WBUF_MAX (128u << 20)
+#define SERVER_MAX_CLIENTS 1024       /* max_clients when the context leaves it 0 */
+#define SERVER_LOG_EVERY 1.0          /* seconds between two "refused" log lines */
 
 struct conn {
 	struct server *srv;
 	int fd;
 	struct chan ch;
-	int inflight;
+	int inflight;             /* references: jobs running, and a request being handled */
+	int jobs;                 /* jobs running */
 	int closed;
 	int reading;              /* EPOLLIN wanted */
+	size_t racct, wacct;      /* what this connection adds to rbuf_total, wbuf_total */
+	struct loop_timer *resume;
 	pid_t pid;
 	struct conn *next;
 };
@@ -38,8 +67,13 @@ struct conn {
 struct server {
 	struct server_ctx ctx;
 	int lfd;
+	int spare;                /* /dev/null, given up to shed a connection when out of fds */
+	struct loop_timer *accept_timer;
 	struct conn *conns;
 	int nconns;
+	size_t rbuf_total, wbuf_total;
+	unsigned long refused;    /* since the last log line */
+	double refused_logged;
 	double t_start;
 };
 
@@ -49,17 +83,70 @@ struct pending {
 };
 
 static void conn_close(struct conn *c);
+static void conn_io(struct loop *l, int fd, uint32_t ev, void *ud);
+static void conn_sync(struct conn *c);
 
-static void conn_update_events(struct conn *c)
+static int conn_may_read(const struct conn *c)
+{
+	const struct server *s = c->srv;
+	size_t w = chan_pending(&c->ch);
+
+	if (w >= CONN_WBUF_MAX || c->jobs >= CONN_MAX_JOBS)
+		return 0;
+	return s->wbuf_total < SERVER_WBUF_MAX || w < SERVER_WBUF_MAX / (size_t)s->nconns;
+}
+
+static void server_wake(struct server *s)
+{
+	for (struct conn *c = s->conns; c; c = c->next)
+		conn_sync(c);
+}
+
+/* Brings the daemon-wide totals up to date with this connection's buffers. */
+static void conn_account(struct conn *c)
+{
+	struct server *s = c->srv;
+	size_t r = c->closed ? 0 : c->ch.rlen, w = c->closed ? 0 : chan_pending(&c->ch);
+	int was_over = s->wbuf_total >= SERVER_WBUF_MAX;
+
+	s->rbuf_total = s->rbuf_total - c->racct + r;
+	s->wbuf_total = s->wbuf_total - c->wacct + w;
+	c->racct = r;
+	c->wacct = w;
+	/* Connections paused for the total wait for no event of their own. */
+	if (was_over && s->wbuf_total < SERVER_WBUF_MAX)
+		server_wake(s);
+}
+
+static void conn_resume(struct loop *l, void *ud)
+{
+	struct conn *c = ud;
+
+	c->resume = NULL;
+	conn_io(l, c->fd, EPOLLIN, c);
+}
+
+/* Settles accounts and the events wanted after any change to c. */
+static void conn_sync(struct conn *c)
 {
 	uint32_t ev = 0;
+	int was;
 
-	c->reading = chan_pending(&c->ch) < CONN_WBUF_HIGH;
+	if (c->closed)
+		return;
+	chan_trim(&c->ch);
+	conn_account(c);
+	was = c->reading;
+	c->reading = conn_may_read(c);
 	if (c->reading)
 		ev |= EPOLLIN;
 	if (chan_pending(&c->ch))
 		ev |= EPOLLOUT;
 	loop_mod(c->srv->ctx.loop, c->fd, ev);
+	/* Requests read before a pause sit in the buffer, not the socket: no
+	 * event would come for them. */
+	if (c->reading && !was && c->ch.rlen && !c->resume)
+		c->resume = loop_timer_add(c->srv->ctx.loop, 0, conn_resume, c);
 }
 
 /* Sends reply (taken) as the answer to id. */
@@ -74,17 +161,20 @@ static void conn_reply(struct conn *c, uint64_t id, cJSON *reply)
 	cJSON_DeleteItemFromObjectCaseSensitive(reply, "v");
 	cJSON_DeleteItemFromObjectCaseSensitive(reply, "id");
 	cJSON_AddNumberToObject(reply, "v", PROTO_VERSION);
-	cJSON_AddNumberToObject(reply, "id", (double)id);
-	r = chan_send(&c->ch, reply);
+	r = proto_set_id(reply, id);
+	if (r == 0)
+		r = chan_send(&c->ch, reply);
 	cJSON_Delete(reply);
 	if (r < 0) {
 		conn_close(c);
 		return;
 	}
-	conn_update_events(c);
+	conn_sync(c);
 }
 
-#define conn_error(c, id, err, ...) conn_reply(c, id, proto_reply_error(err, NULL, __VA_ARGS__))
+/* A failed reply to id with a reason of OMNI_REASONS (omnipkg.h). */
+#define conn_error(c, id, err, reason, ...) \
+	conn_reply(c, id, proto_reply_error(err, omni_reason_name(OMNI_REASON_##reason), __VA_ARGS__))
 
 static void conn_unref(struct conn *c)
 {
@@ -97,56 +187,44 @@ static void job_done(cJSON *reply, void *ud)
 	struct pending *pd = ud;
 	struct conn *c = pd->c;
 
+	c->jobs--;
 	conn_reply(c, pd->id, reply);
 	free(pd);
 	conn_unref(c);
 }
 
-/* Reads an optional string member; -1 when present with another type. */
-static int arg_str(const cJSON *req, const char *key, const char **out)
+/* proto_decode has checked the keys and their types; the values are
+ * judged here. */
+static const char *arg_str(const cJSON *req, const char *key)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(req, key);
 
-	*out = NULL;
-	if (!v || cJSON_IsNull(v))
-		return 0;
-	if (!cJSON_IsString(v))
-		return -1;
-	*out = v->valuestring;
-	return 0;
+	return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
 static void op_exec(struct conn *c, uint64_t id, const cJSON *req)
 {
 	struct job_req r = { 0 };
 	const cJSON *t = cJSON_GetObjectItemCaseSensitive(req, "timeout");
-	const cJSON *once = cJSON_GetObjectItemCaseSensitive(req, "once");
 	struct pending *pd;
 
-	if (arg_str(req, "spec", &r.spec) < 0 || !r.spec)
-		return conn_error(c, id, EINVAL, "exec: \"spec\" must be a string");
-	if (arg_str(req, "code", &r.code) < 0 || !r.code)
-		return conn_error(c, id, EINVAL, "exec: \"code\" must be a string");
-	if (arg_str(req, "python", &r.python) < 0)
-		return conn_error(c, id, EINVAL, "exec: \"python\" must be a string");
-	if (arg_str(req, "tag", &r.tag) < 0)
-		return conn_error(c, id, EINVAL, "exec: \"tag\" must be a string");
-	if (t && !cJSON_IsNull(t)) {
-		if (!cJSON_IsNumber(t) || !(t->valuedouble > 0 && t->valuedouble <= 7 * 86400))
-			return conn_error(c, id, EINVAL, "exec: \"timeout\" must be seconds in (0, 604800]");
+	r.spec = arg_str(req, "spec");
+	r.code = arg_str(req, "code");
+	r.python = arg_str(req, "python");
+	r.tag = arg_str(req, "tag");
+	r.once = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(req, "once"));
+	if (cJSON_IsNumber(t)) {
+		if (!(t->valuedouble > 0 && t->valuedouble <= 7 * 86400))
+			return conn_error(c, id, EINVAL, BADARG, "exec: \"timeout\" must be seconds in (0, 604800]");
 		r.timeout = t->valuedouble;
-	}
-	if (once && !cJSON_IsNull(once)) {
-		if (!cJSON_IsBool(once))
-			return conn_error(c, id, EINVAL, "exec: \"once\" must be true or false");
-		r.once = cJSON_IsTrue(once);
 	}
 	pd = malloc(sizeof *pd);
 	if (!pd)
-		return conn_error(c, id, ENOMEM, "out of memory");
+		return conn_error(c, id, ENOMEM, NOMEM, "out of memory");
 	pd->c = c;
 	pd->id = id;
 	c->inflight++;
+	c->jobs++;
 	core_submit(c->srv->ctx.core, &r, job_done, pd);
 }
 
@@ -166,6 +244,7 @@ static void op_hello(struct conn *c, uint64_t id)
 	cJSON_AddStringToObject(r, "version", OMNI_VERSION);
 	cJSON_AddNumberToObject(r, "proto", PROTO_VERSION);
 	cJSON_AddNumberToObject(r, "pid", getpid());
+	cJSON_AddItemToObject(r, "features", proto_features());
 	conn_reply(c, id, r);
 }
 
@@ -235,7 +314,7 @@ static void conn_request(struct conn *c, const char *pl, size_t len)
 	int op = proto_decode(pl, len, &req, &id, err, sizeof err);
 
 	if (op < 0) {
-		conn_error(c, id, -op, "%s", err);
+		conn_reply(c, id, proto_reply_error(-op, omni_reason_name(proto_reason(op)), "%s", err));
 		return;
 	}
 	switch (op) {
@@ -246,7 +325,7 @@ static void conn_request(struct conn *c, const char *pl, size_t len)
 	case PROTO_OP_PYTHONS: op_pythons(c, id); break;
 	case PROTO_OP_LIST: op_list(c, id); break;
 	case PROTO_OP_SHUTDOWN: op_shutdown(c, id); break;
-	default: conn_error(c, id, EOPNOTSUPP, "unknown op"); break;
+	default: conn_error(c, id, EOPNOTSUPP, PROTO, "unknown op"); break;
 	}
 	cJSON_Delete(req);
 }
@@ -259,6 +338,8 @@ static void conn_close(struct conn *c)
 	if (c->closed)
 		return;
 	c->closed = 1;
+	loop_timer_cancel(s->ctx.loop, c->resume);
+	c->resume = NULL;
 	loop_del(s->ctx.loop, c->fd);
 	close(c->fd);
 	chan_free(&c->ch);
@@ -268,8 +349,34 @@ static void conn_close(struct conn *c)
 			break;
 		}
 	s->nconns--;
+	conn_account(c);
 	if (c->inflight == 0)
 		free(c);
+}
+
+/* Over SERVER_RBUF_MAX: refuses the largest partial requests until under. */
+static void server_shed_reads(struct server *s)
+{
+	while (s->rbuf_total > SERVER_RBUF_MAX) {
+		struct conn *big = NULL;
+
+		for (struct conn *c = s->conns; c; c = c->next)
+			if (!big || c->ch.rlen > big->ch.rlen)
+				big = c;
+		if (!big)
+			return;
+		logx(LOGX_WARN, "dropping client (pid %d): %zu bytes of a request buffered, "
+		     "over the daemon's %u MiB for all requests", (int)big->pid, big->ch.rlen,
+		     SERVER_RBUF_MAX >> 20);
+		big->inflight++;
+		conn_error(big, 0, ENOBUFS, TOOLARGE, "the daemon holds too many partial requests; "
+			   "the largest (this one, %zu bytes so far) is refused", big->ch.rlen);
+		if (!big->closed)
+			chan_flush(&big->ch);
+		conn_close(big);
+		if (--big->inflight == 0)
+			free(big);
+	}
 }
 
 static void conn_io(struct loop *l, int fd, uint32_t ev, void *ud)
@@ -280,18 +387,27 @@ static void conn_io(struct loop *l, int fd, uint32_t ev, void *ud)
 	long n = 0;
 	int r = 0;
 
+	(void)l;
+	(void)fd;
 	if (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
 		if (chan_flush(&c->ch) < 0) {
 			conn_close(c);
 			return;
 		}
-		conn_update_events(c);
+		conn_sync(c);
 	}
-	if (!(ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) || !c->reading)
+	if (!c->reading) {
+		/* Not reading, so no end of stream would be seen: a peer gone
+		 * for good is closed here, or the level-triggered event repeats. */
+		if (ev & (EPOLLHUP | EPOLLERR))
+			conn_close(c);
+		return;
+	}
+	if (!(ev & (EPOLLIN | EPOLLHUP | EPOLLERR)))
 		return;
 	r = chan_fill(&c->ch);
 	/* A reply may close the connection (write error): re-check each turn. */
-	while (!c->closed && c->reading && (n = chan_frame(&c->ch, &pl, &len)) > 0) {
+	while (!c->closed && conn_may_read(c) && (n = chan_frame(&c->ch, &pl, &len)) > 0) {
 		c->inflight++;       /* keep c alive across the request */
 		conn_request(c, pl, len);
 		if (!c->closed)
@@ -304,31 +420,117 @@ static void conn_io(struct loop *l, int fd, uint32_t ev, void *ud)
 	if (c->closed)
 		return;
 	if (n < 0) {
-		conn_error(c, 0, -n, "bad frame: %s; closing the connection",
-			   n == -EMSGSIZE ? "larger than the protocol allows" : "empty");
-		chan_flush(&c->ch);
+		conn_reply(c, 0, proto_reply_error(-n, omni_reason_name(proto_reason(n)),
+						   "bad frame: %s; closing the connection",
+						   n == -EMSGSIZE ? "larger than the protocol allows" : "empty"));
+		if (!c->closed)
+			chan_flush(&c->ch);
 		conn_close(c);
 		return;
 	}
-	if (r < 0)
+	/* The end of stream comes after the frames before it; frames still
+	 * buffered while paused are answered before it is seen again. */
+	if (r < 0 && (r != -EPIPE || chan_frame(&c->ch, &pl, &len) <= 0)) {
 		conn_close(c);
+		return;
+	}
+	conn_sync(c);
+	server_shed_reads(c->srv);
+}
+
+/* One log line a second at most, however fast connections are refused. */
+static void server_refused(struct server *s, const char *why)
+{
+	double now = loop_now();
+
+	s->refused++;
+	if (now - s->refused_logged >= SERVER_LOG_EVERY) {
+		logx(LOGX_WARN, "refused %lu connection(s): %s", s->refused, why);
+		s->refused = 0;
+		s->refused_logged = now;
+	}
+}
+
+static void server_accept(struct loop *l, int fd, uint32_t ev, void *ud);
+
+static void server_accept_again(struct loop *l, void *ud)
+{
+	struct server *s = ud;
+
+	s->accept_timer = NULL;
+	if (s->lfd >= 0)
+		loop_mod(l, s->lfd, EPOLLIN);
+}
+
+/* The listener stays readable while a connection waits: an error that
+ * leaves it queued must not become a busy loop. */
+static void server_accept_pause(struct server *s)
+{
+	if (s->accept_timer || s->lfd < 0)
+		return;
+	s->accept_timer = loop_timer_add(s->ctx.loop, 0.1, server_accept_again, s);
+	if (s->accept_timer)
+		loop_mod(s->ctx.loop, s->lfd, 0);
+}
+
+/*
+ * Out of descriptors, the waiting connection can be neither accepted nor
+ * left in the queue.  Giving up the spare descriptor for a moment takes it
+ * off the queue, closed: the client sees a refusal and the clients already
+ * connected go on being served.  1 one shed, 0 none waiting, -1 no spare.
+ */
+static int server_shed_accept(struct server *s)
+{
+	int cfd;
+
+	if (s->spare < 0)
+		return -1;
+	close(s->spare);
+	cfd = accept4(s->lfd, NULL, NULL, SOCK_CLOEXEC);
+	if (cfd >= 0)
+		close(cfd);
+	s->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (cfd < 0)
+		return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+	server_refused(s, "out of file descriptors");
+	return 1;
 }
 
 static void server_accept(struct loop *l, int fd, uint32_t ev, void *ud)
 {
 	struct server *s = ud;
 
+	(void)ev;
 	for (;;) {
 		struct ucred cred;
 		socklen_t cl = sizeof cred;
 		struct conn *c;
-		int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC), r;
 
-		if (cfd < 0)
-			return;   /* EAGAIN, or a transient error: try on the next event */
+		if (cfd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return;
+			if (errno == EMFILE || errno == ENFILE) {
+				r = server_shed_accept(s);
+				if (r > 0)
+					continue;
+				if (r == 0)
+					return;
+			}
+			logx(LOGX_WARN, "accept: %s; pausing new connections", strerror(errno));
+			server_accept_pause(s);
+			return;
+		}
 		if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0 || cred.uid != getuid()) {
 			logx(LOGX_WARN, "refused a client of uid %d", cl ? (int)cred.uid : -1);
 			close(cfd);
+			continue;
+		}
+		if (s->nconns >= s->ctx.max_clients) {
+			close(cfd);
+			server_refused(s, "max_clients reached");
 			continue;
 		}
 		c = calloc(1, sizeof *c);
@@ -352,11 +554,26 @@ static void server_accept(struct loop *l, int fd, uint32_t ev, void *ud)
 	}
 }
 
+int server_raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return -errno;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			return -errno;
+	}
+	return rl.rlim_cur > INT_MAX ? INT_MAX : (int)rl.rlim_cur;
+}
+
 struct server *server_new(const struct server_ctx *ctx, char *err, size_t errlen)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct server *s;
 	mode_t old;
+	int rc;
 
 	if (strlen(ctx->sock_path) >= sizeof sa.sun_path) {
 		snprintf(err, errlen, "socket path too long: %s", ctx->sock_path);
@@ -368,7 +585,13 @@ struct server *server_new(const struct server_ctx *ctx, char *err, size_t errlen
 		return NULL;
 	}
 	s->ctx = *ctx;
+	if (s->ctx.max_clients <= 0)
+		s->ctx.max_clients = SERVER_MAX_CLIENTS;
 	s->t_start = loop_now();
+	s->refused_logged = -SERVER_LOG_EVERY;
+	if ((rc = server_raise_nofile()) < 0)
+		logx(LOGX_WARN, "cannot raise the descriptor limit: %s", strerror(-rc));
+	s->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	strcpy(sa.sun_path, ctx->sock_path);
 	s->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	old = umask(077);
@@ -378,6 +601,8 @@ struct server *server_new(const struct server_ctx *ctx, char *err, size_t errlen
 		umask(old);
 		if (s->lfd >= 0)
 			close(s->lfd);
+		if (s->spare >= 0)
+			close(s->spare);
 		free(s);
 		return NULL;
 	}
@@ -390,6 +615,8 @@ struct server *server_new(const struct server_ctx *ctx, char *err, size_t errlen
 void server_stop_listening(struct server *s)
 {
 	if (s && s->lfd >= 0) {
+		loop_timer_cancel(s->ctx.loop, s->accept_timer);
+		s->accept_timer = NULL;
 		loop_del(s->ctx.loop, s->lfd);
 		close(s->lfd);
 		s->lfd = -1;
@@ -425,6 +652,8 @@ void server_free(struct server *s)
 		c->inflight = 0;   /* the pool is gone: nothing will report */
 		conn_close(c);
 	}
+	if (s->spare >= 0)
+		close(s->spare);
 	free(s);
 }
 

@@ -16,10 +16,13 @@ struct server_ctx {                /* all borrowed; must outlive the server */
 	const char *sock_path;
 	void (*on_shutdown)(void *ud); /* a client asked the daemon to stop */
 	void *ud;
+	int max_clients;               /* connections served at once; 0: 1024 */
 };
 
 /* Binds and listens on ctx->sock_path (which must not exist) under umask
- * 077.  NULL with a reason in err. */
+ * 077, after raising the descriptor limit (server_raise_nofile).  NULL
+ * with a reason in err.  Connections over max_clients, and those that
+ * arrive when descriptors run out, are accepted and closed at once. */
 struct server *server_new(const struct server_ctx *ctx, char *err, size_t errlen);
 /* Stops accepting; pending replies are still written by server_drain. */
 void server_stop_listening(struct server *s);
@@ -27,5 +30,10 @@ void server_stop_listening(struct server *s);
 void server_drain(struct server *s, double seconds);
 void server_free(struct server *s);   /* closes every connection, unlinks the socket */
 int server_clients(const struct server *s);
+
+/* Raises the soft RLIMIT_NOFILE to the hard limit.  The new soft limit, or
+ * -errno.  server_new calls it; it is exported for a caller that must do
+ * so earlier. */
+int server_raise_nofile(void);
 
 #endif

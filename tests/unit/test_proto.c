@@ -2,10 +2,13 @@
  * test_proto.c - frame codec and strict request decoding.
  */
 #include <CUnit/Basic.h>
+#include <stdio.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "omnipkg.h"
 #include "proto.h"
 
 /* Builds header + body in buf; returns the total length. */
@@ -111,6 +114,7 @@ static void test_encode_roundtrip(void)
 	cJSON_AddNumberToObject(m, "v", 1);
 	cJSON_AddNumberToObject(m, "id", 42);
 	cJSON_AddStringToObject(m, "op", "exec");
+	cJSON_AddStringToObject(m, "spec", "base");
 	cJSON_AddStringToObject(m, "code", "print('hi')");
 	f = proto_encode(m, &len);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(f);
@@ -237,6 +241,236 @@ static void test_op_names(void)
 	CU_ASSERT_EQUAL(proto_op_code(NULL), -1);
 }
 
+/* Decodes body, expecting rc; err must contain each of the NULL-ended words. */
+static void expect(const char *body, int rc, ...)
+{
+	cJSON *m = (cJSON *)1;
+	uint64_t id = 0;
+	char err[256] = "";
+	va_list ap;
+	const char *w;
+	int got = decode(body, &m, &id, err);
+
+	CU_ASSERT_EQUAL(got, rc);
+	if (got != rc)
+		fprintf(stderr, "\n%s: got %d (%s), want %d\n", body, got, err, rc);
+	if (rc > 0) {
+		CU_ASSERT_PTR_NOT_NULL(m);
+		cJSON_Delete(m);
+		return;
+	}
+	CU_ASSERT_PTR_NULL(m);
+	va_start(ap, rc);
+	while ((w = va_arg(ap, const char *))) {
+		CU_ASSERT_PTR_NOT_NULL(strstr(err, w));
+		if (!strstr(err, w))
+			fprintf(stderr, "\n%s: error \"%s\" lacks \"%s\"\n", body, err, w);
+	}
+	va_end(ap);
+	CU_ASSERT(proto_utf8_valid(err, strlen(err)));
+}
+
+#define EXEC "{\"v\":1,\"id\":1,\"op\":\"exec\",\"spec\":\"base\",\"code\":\"1\""
+
+static void test_args_exec_ok(void)
+{
+	expect(EXEC "}", PROTO_OP_EXEC, NULL);
+	expect(EXEC ",\"python\":\"3.12\",\"timeout\":2.5,\"tag\":\"t\",\"once\":true}", PROTO_OP_EXEC, NULL);
+	expect(EXEC ",\"python\":null,\"timeout\":null,\"tag\":null,\"once\":null}", PROTO_OP_EXEC, NULL);
+}
+
+static void test_args_unknown_key(void)
+{
+	expect(EXEC ",\"pyhton\":\"3.12\"}", -EINVAL, "\"pyhton\"", "exec", NULL);
+	expect(EXEC ",\"shm_in\":{}}", -EINVAL, "\"shm_in\"", "exec", NULL);
+	expect(EXEC ",\"Spec\":\"base\"}", -EINVAL, "\"Spec\"", NULL);
+	expect("{\"v\":1,\"id\":1,\"op\":\"hello\",\"x\":1}", -EINVAL, "\"x\"", "hello", NULL);
+	expect("{\"v\":1,\"id\":1,\"op\":\"status\",\"spec\":\"base\"}", -EINVAL, "\"spec\"", "status", NULL);
+}
+
+static void test_args_wrong_type(void)
+{
+	expect("{\"v\":1,\"id\":1,\"op\":\"exec\",\"spec\":1,\"code\":\"1\"}", -EINVAL,
+	       "\"spec\"", "a string", NULL);
+	expect("{\"v\":1,\"id\":1,\"op\":\"exec\",\"spec\":\"base\",\"code\":null}", -EINVAL,
+	       "\"code\"", "a string", NULL);
+	expect(EXEC ",\"python\":3.12}", -EINVAL, "\"python\"", "a string or null", NULL);
+	expect(EXEC ",\"timeout\":\"5\"}", -EINVAL, "\"timeout\"", "a number or null", NULL);
+	expect(EXEC ",\"tag\":[]}", -EINVAL, "\"tag\"", "a string or null", NULL);
+	expect(EXEC ",\"once\":1}", -EINVAL, "\"once\"", "true, false or null", NULL);
+}
+
+static void test_args_missing(void)
+{
+	expect("{\"v\":1,\"id\":1,\"op\":\"exec\",\"code\":\"1\"}", -EINVAL, "missing \"spec\"", NULL);
+	expect("{\"v\":1,\"id\":1,\"op\":\"exec\",\"spec\":\"base\"}", -EINVAL, "missing \"code\"", NULL);
+}
+
+static void test_args_twice(void)
+{
+	expect(EXEC ",\"spec\":\"numpy==2.2.6\"}", -EINVAL, "\"spec\"", "twice", NULL);
+	expect("{\"v\":1,\"id\":1,\"op\":\"hello\",\"op\":\"hello\"}", -EINVAL, "\"op\"", "twice", NULL);
+}
+
+static void test_args_reasons(void)
+{
+	CU_ASSERT_STRING_EQUAL(omni_reason_name(proto_reason(-EINVAL)), "badarg");
+	CU_ASSERT_STRING_EQUAL(omni_reason_name(proto_reason(-EILSEQ)), "badcode");
+	CU_ASSERT_STRING_EQUAL(omni_reason_name(proto_reason(-EMSGSIZE)), "toolarge");
+	CU_ASSERT_STRING_EQUAL(omni_reason_name(proto_reason(-EBADMSG)), "proto");
+	CU_ASSERT_STRING_EQUAL(omni_reason_name(proto_reason(-EOPNOTSUPP)), "proto");
+	CU_ASSERT_STRING_EQUAL(omni_reason_name(proto_reason(-EPROTONOSUPPORT)), "proto");
+}
+
+static void test_utf8_valid(void)
+{
+	static const char *const good[] = { "", "abc", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
+					    "\xf4\x8f\xbf\xbf", "\xed\x9f\xbf" };
+	static const char *const bad[] = { "\xff", "\x80", "\xc3", "\xc0\xaf", "\xe0\x80\xaf",
+					   "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xf8\x88\x80\x80\x80",
+					   "a\xe2\x82", "\xe2\x28\xa1" };
+
+	for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+		CU_ASSERT(proto_utf8_valid(good[i], strlen(good[i])));
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		CU_ASSERT(!proto_utf8_valid(bad[i], strlen(bad[i])));
+}
+
+static void test_decode_bad_utf8(void)
+{
+	expect("{\"v\":1,\"id\":1,\"op\":\"exec\",\"spec\":\"base\",\"code\":\"print(1)\xff\"}", -EILSEQ,
+	       "\"code\"", "UTF-8", NULL);
+	expect("{\"v\":1,\"id\":1,\"op\":\"exec\",\"spec\":\"b\xc0\xafse\",\"code\":\"1\"}", -EILSEQ,
+	       "\"spec\"", NULL);
+	expect("{\"v\":1,\"id\":1,\"op\":\"hel\xfflo\"}", -EILSEQ, "\"op\"", NULL);
+	/* A bad key is not quoted back: the error itself must stay valid text. */
+	expect(EXEC ",\"k\xff\":1}", -EILSEQ, "a key", NULL);
+	expect(EXEC ",\"x\":{\"y\":[\"\xed\xa0\x80\"]}}", -EILSEQ, "\"x\"", NULL);
+	/* An escaped character is text, not a byte. */
+	expect(EXEC ",\"tag\":\"\\u00e9\\ud83d\\ude00\"}", PROTO_OP_EXEC, NULL);
+}
+
+static void test_unknown_op_clipped(void)
+{
+	char body[256], err[256];
+	cJSON *m;
+	uint64_t id;
+
+	/* 40 two-byte characters: a clip at 63 bytes must not split one. */
+	strcpy(body, "{\"v\":1,\"id\":1,\"op\":\"");
+	for (int i = 0; i < 40; i++)
+		strcat(body, "\xc3\xa9");
+	strcat(body, "\"}");
+	CU_ASSERT_EQUAL(decode(body, &m, &id, err), -EOPNOTSUPP);
+	CU_ASSERT(proto_utf8_valid(err, strlen(err)));
+}
+
+/* A payload of `pad` bytes of `fill` as the exec code. */
+static char *exec_with_code(size_t pad, char fill, size_t *len)
+{
+	static const char head[] = "{\"v\":1,\"id\":1,\"op\":\"exec\",\"spec\":\"base\",\"code\":\"";
+	char *b = malloc(sizeof head + pad + 2);
+
+	memcpy(b, head, sizeof head - 1);
+	memset(b + sizeof head - 1, fill, pad);
+	memcpy(b + sizeof head - 1 + pad, "\"}", 3);
+	*len = sizeof head - 1 + pad + 2;
+	return b;
+}
+
+static void test_decode_expands_too_large(void)
+{
+	cJSON *m = NULL;
+	uint64_t id;
+	char err[256] = "";
+	size_t len;
+	/* Three MiB of raw \x01 become 18 MiB of \u0001 once re-encoded. */
+	char *b = exec_with_code(3u << 20, '\x01', &len);
+
+	CU_ASSERT_EQUAL(proto_decode(b, len, &m, &id, err, sizeof err), -EMSGSIZE);
+	CU_ASSERT_EQUAL(id, 1);
+	CU_ASSERT_PTR_NULL(m);
+	CU_ASSERT_STRING_EQUAL(omni_reason_name(proto_reason(-EMSGSIZE)), "toolarge");
+	free(b);
+	/* The same size in plain text passes. */
+	b = exec_with_code(3u << 20, 'x', &len);
+	CU_ASSERT_EQUAL(proto_decode(b, len, &m, &id, err, sizeof err), PROTO_OP_EXEC);
+	cJSON_Delete(m);
+	free(b);
+}
+
+static void test_json_size_matches_cjson(void)
+{
+	const char *body = "{\"a\":\"q\\\"\\\\\\n\\t\\u0001\\u001f\xc3\xa9\",\"b\":[true,false,null,\"\"],"
+			   "\"c\":{\"d\":{}},\"e\":[]}";
+	cJSON *m = cJSON_Parse(body);
+	char *s = cJSON_PrintUnformatted(m);
+
+	/* Exact without numbers: every byte of the bound is accounted for,
+	 * give or take the fixed 5 of true and null. */
+	CU_ASSERT(proto_json_size(m) >= strlen(s));
+	CU_ASSERT(proto_json_size(m) <= strlen(s) + 2);
+	cJSON_free(s);
+	cJSON_Delete(m);
+}
+
+static void test_set_id_exact(void)
+{
+	static const uint64_t ids[] = { 1, 42, 9007199254740991ULL, 9007199254740992ULL };
+	char want[64];
+
+	for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+		cJSON *m = cJSON_CreateObject(), *back;
+		char *s;
+
+		cJSON_AddNumberToObject(m, "id", 7);
+		CU_ASSERT_EQUAL(proto_set_id(m, ids[i]), 0);
+		s = cJSON_PrintUnformatted(m);
+		snprintf(want, sizeof want, "{\"id\":%llu}", (unsigned long long)ids[i]);
+		CU_ASSERT_STRING_EQUAL(s, want);
+		back = cJSON_Parse(s);
+		CU_ASSERT_EQUAL((uint64_t)cJSON_GetObjectItem(back, "id")->valuedouble, ids[i]);
+		cJSON_Delete(back);
+		cJSON_free(s);
+		cJSON_Delete(m);
+	}
+}
+
+static void test_decode_id_edges(void)
+{
+	cJSON *m;
+	uint64_t id;
+	char err[256];
+
+	CU_ASSERT_EQUAL(decode("{\"v\":1,\"id\":9007199254740991,\"op\":\"hello\"}", &m, &id, err),
+			PROTO_OP_HELLO);
+	CU_ASSERT_EQUAL(id, 9007199254740991ULL);
+	cJSON_Delete(m);
+	CU_ASSERT_EQUAL(decode("{\"v\":1,\"id\":1e-9,\"op\":\"hello\"}", &m, &id, err), -EBADMSG);
+	CU_ASSERT_EQUAL(decode("{\"v\":1,\"id\":1.0000001,\"op\":\"hello\"}", &m, &id, err), -EBADMSG);
+}
+
+static void test_features(void)
+{
+	cJSON *f = proto_features();
+	int ops = 0, tag = 0, once = 0, spec = 0;
+	cJSON *w;
+
+	CU_ASSERT_FATAL(cJSON_IsArray(f));
+	cJSON_ArrayForEach(w, f) {
+		CU_ASSERT(cJSON_IsString(w));
+		ops += proto_op_code(w->valuestring) > 0;
+		tag += strcmp(w->valuestring, "exec.tag") == 0;
+		once += strcmp(w->valuestring, "exec.once") == 0;
+		spec += strcmp(w->valuestring, "exec.spec") == 0;
+	}
+	CU_ASSERT_EQUAL(ops, 7);
+	CU_ASSERT_EQUAL(tag, 1);
+	CU_ASSERT_EQUAL(once, 1);
+	CU_ASSERT_EQUAL(spec, 0);   /* required: not a capability */
+	cJSON_Delete(f);
+}
+
 int main(void)
 {
 	CU_pSuite s;
@@ -259,6 +493,20 @@ int main(void)
 	CU_add_test(s, "bad ids", test_decode_bad_ids);
 	CU_add_test(s, "unknown op", test_decode_unknown_op);
 	CU_add_test(s, "op names", test_op_names);
+	CU_add_test(s, "exec arguments accepted", test_args_exec_ok);
+	CU_add_test(s, "unknown key", test_args_unknown_key);
+	CU_add_test(s, "wrong type", test_args_wrong_type);
+	CU_add_test(s, "missing argument", test_args_missing);
+	CU_add_test(s, "key given twice", test_args_twice);
+	CU_add_test(s, "decode reasons", test_args_reasons);
+	CU_add_test(s, "utf-8 validation", test_utf8_valid);
+	CU_add_test(s, "invalid utf-8 refused", test_decode_bad_utf8);
+	CU_add_test(s, "unknown op clipped", test_unknown_op_clipped);
+	CU_add_test(s, "expanding control bytes", test_decode_expands_too_large);
+	CU_add_test(s, "json size bound", test_json_size_matches_cjson);
+	CU_add_test(s, "exact ids written", test_set_id_exact);
+	CU_add_test(s, "id edges", test_decode_id_edges);
+	CU_add_test(s, "hello features", test_features);
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	CU_basic_run_tests();
 	fails = CU_get_number_of_failures();
