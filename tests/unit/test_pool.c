@@ -122,7 +122,7 @@ static int start_pool(void)
 {
 	char worker[512];
 
-	snprintf(worker, sizeof worker, "%s/src/worker.py", OMNI_SOURCE_DIR);
+	snprintf(worker, sizeof worker, "%s/src/worker/worker.py", OMNI_SOURCE_DIR);
 	lp = loop_new();
 	pool = pool_new(lp, &cfg, &pys, home, strdup(worker));
 	loop_timer_add(lp, 0.01, reap_tick, NULL);
