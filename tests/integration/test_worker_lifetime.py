@@ -1,6 +1,8 @@
-"""Workers die with their daemon: a SIGKILLed omnipkgd leaves no worker
-running, busy ones included, whether the worker was forked by a zygote
-(double-forked, re-parented to the daemon) or exec'd by the daemon.
+"""The worker runtime's life with its daemon: installed under the runtime
+dir at start, removed at a clean stop; and workers die with their daemon:
+a SIGKILLed omnipkgd leaves no worker running, busy ones included, whether
+the worker was forked by a zygote (double-forked, re-parented to the
+daemon) or exec'd by the daemon.
 
 Each test starts its own daemon (harness.DaemonFixture) and, pass or
 fail, kills every process whose command line names its runtime dir.
@@ -109,6 +111,22 @@ class LifetimeMixin:
                         "worker %d still running after its daemon was killed" % pid)
         self.assertTrue(wait_for(lambda: not processes_under(self.d.runtime)),
                         "left running: %s" % processes_under(self.d.runtime))
+
+
+    def test_runtime_installed_and_removed(self):
+        self.d.start()
+        root = os.path.join(self.d.runtime, "worker")
+        self.assertEqual(os.stat(root).st_mode & 0o7777, 0o700)
+        rep = self.exec_json("import sys, omniworker\n"
+                             "result = [sys.argv[0], omniworker.__file__, sys.path]")
+        self.assertTrue(rep["ok"], rep)
+        entry, pkg, path = rep["result"]
+        self.assertEqual(entry, os.path.join(root, "worker.py"))
+        self.assertEqual(pkg, os.path.join(root, "omniworker", "__init__.py"))
+        self.assertNotIn(root, path)
+        self.d.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(self.d.proc.wait(WAIT), 0)
+        self.assertFalse(os.path.exists(root), os.listdir(self.d.runtime))
 
 
 class TestZygoteForked(LifetimeMixin, unittest.TestCase):

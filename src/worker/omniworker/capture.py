@@ -5,8 +5,9 @@ redirect or replace anything on its way (sys.stdout.close(), os.close(1),
 os.dup2(x, 1), sys.stdout = StringIO()), so begin() re-establishes all of
 it before every job: fd 1 and fd 2 on their empty capture files, and
 sys.stdout / sys.stderr (and the __stdout__ / __stderr__ copies) working
-text streams on them.  The checks cost a few system calls; making the
-streams anew costs more, so that happens only when one is unusable."""
+text streams on them.  That costs two dup2() a job; the stat that tells
+whether our own fds are still ours is the one collect() needs anyway, and
+streams are made anew only when unusable."""
 
 import fcntl
 import io
@@ -73,20 +74,15 @@ class Capture:
     def begin(self):
         """Before a job: fds 1 and 2 on empty capture files, sys streams on them."""
         for i in (0, 1):
-            fd = self.fds[i]
             try:
-                st = os.fstat(fd)
-                ours = (st.st_dev, st.st_ino) == self.ids[i]
-            except OSError:
-                ours = False
-            if not ours:          # the job closed our fd; what sits there now is its own
+                if self.dirty[i]:
+                    os.ftruncate(self.fds[i], 0)
+                    os.lseek(self.fds[i], 0, os.SEEK_SET)   # the offset is shared with fd 1/2
+                    self.dirty[i] = False
+                os.dup2(self.fds[i], i + 1)
+            except OSError:       # our fd was closed since collect(): by a stray thread
                 self._new_file(i)
-                fd = self.fds[i]
-            elif self.dirty[i]:
-                os.ftruncate(fd, 0)
-                os.lseek(fd, 0, os.SEEK_SET)   # the offset is shared with fd 1/2
-                self.dirty[i] = False
-            os.dup2(fd, i + 1)
+                os.dup2(self.fds[i], i + 1)
             if not _usable(self.streams[i], i + 1):
                 self.streams[i] = _text_stream(i + 1)
         sys.stdout = sys.__stdout__ = self.streams[0]
@@ -111,7 +107,8 @@ class Capture:
                     raise OSError("not ours")
                 total = st.st_size
                 data = os.pread(fd, min(total, cap), 0) if total else b""
-            except OSError:       # the job closed our fd: begin() replaces it
+            except OSError:       # the job closed our fd: what sits there now is its own
+                self._new_file(i)
                 total, data = 0, b""
             self.dirty[i] = total > 0
             rep[name] = data.decode("utf-8", "replace")
