@@ -30,10 +30,8 @@
 #include "logx.h"
 #include "loop.h"
 #include "paths.h"
+#include "runtime.h"
 #include "server.h"
-
-extern const char worker_py[];
-extern const size_t worker_py_len;
 
 struct daemon {
 	struct loop *loop;
@@ -107,25 +105,15 @@ static int take_pidfile(struct daemon *d)
 	return 0;
 }
 
-/* The worker runtime goes to the private runtime dir, replaced atomically. */
+/* The worker runtime goes to the private runtime dir; d->worker is its entry. */
 static int write_worker(struct daemon *d)
 {
-	char tmp[PATH_MAX + 32];
-	int fd;
+	char err[PATH_MAX + 128];
+	int r = runtime_install(d->rtdir, d->worker, sizeof d->worker, err, sizeof err);
 
-	snprintf(d->worker, sizeof d->worker, "%s/worker.py", d->rtdir);
-	snprintf(tmp, sizeof tmp, "%s.%d", d->worker, (int)getpid());
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
-	if (write(fd, worker_py, worker_py_len) != (ssize_t)worker_py_len || close(fd) < 0 ||
-	    rename(tmp, d->worker) < 0) {
-		int e = errno;
-
-		unlink(tmp);
-		return -e;
-	}
-	return 0;
+	if (r < 0)
+		logx(LOGX_ERR, "%s", err);
+	return r;
 }
 
 /* Exit code 1 for "already running", also through --daemon's parent. */
@@ -359,7 +347,7 @@ int main(int argc, char **argv)
 	server_free(d.srv);
 	unlink(d.pidfile);
 	close(d.pidfd);
-	unlink(d.worker);
+	runtime_remove(d.rtdir);
 	interp_set_free(&d.py);
 	loop_free(d.loop);
 	logx(LOGX_INFO, "stopped");

@@ -1,4 +1,4 @@
-"""Integration tests of src/worker.py, the worker runtime, driven over its
+"""Integration tests of src/worker/, the worker runtime, driven over its
 private socketpair exactly as the daemon drives it, on every interpreter in
 INTERPRETERS that exists here.
 
@@ -19,7 +19,7 @@ import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-WORKER = os.path.normpath(os.path.join(HERE, "..", "..", "src", "worker.py"))
+WORKER = os.path.normpath(os.path.join(HERE, "..", "..", "src", "worker", "worker.py"))
 PYENV = os.environ.get("PYENV_ROOT", "/root/.pyenv")
 INTERPRETERS = [os.path.join(PYENV, "versions", v, "bin", "python")
                 for v in ("3.9.18", "3.11.7", "3.13.0")]
@@ -28,10 +28,22 @@ for extra in os.environ.get("OMNIPKG_TEST_PYTHONS", "").split(os.pathsep):
         INTERPRETERS.append(extra)
 TIMEOUT = 20.0
 MiB = 1 << 20
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def setUpModule():
+    # This process stands in for the daemon, a child subreaper: zygote-forked
+    # workers are re-parented to it, and go when their parent is not it.
+    import ctypes
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
 
 
 def send(sock, obj, fds=None):
-    body = json.dumps(obj).encode()
+    send_raw(sock, json.dumps(obj).encode(), fds)
+
+
+def send_raw(sock, body, fds=None):
     data = struct.pack(">I", len(body)) + body
     if fds:
         sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
@@ -88,6 +100,11 @@ class RuntimeMixin:
             if p.poll() is None:
                 p.kill()
             p.wait(TIMEOUT)
+        for pid in self.pgids:    # forked workers are our children: reap them
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def spawn(self, mode, paths=()):
@@ -232,6 +249,99 @@ class RuntimeMixin:
         # A child sees only 0/1/2, plus the fd `ls` opens for the directory itself.
         self.assertLessEqual(len([fd for fd in rep["result"] if fd > 2]), 1, rep["result"])
 
+    # A job that breaks its output streams, then one that checks that every
+    # way of writing to fds 1 and 2 is captured again.
+    BREAKERS = [
+        "import sys; sys.stdout.close()",
+        "import os; os.close(1)",
+        "import os; os.dup2(os.open('/dev/null', os.O_WRONLY), 1)",
+        "import io, sys; sys.stdout = io.StringIO()",
+        "import os; os.close(2)",
+        "import sys; sys.stderr.close(); sys.__stdout__.detach()",
+        "import io, sys; sys.stdout = sys.__stdout__ = io.StringIO(); sys.stderr = None",
+        # The capture files themselves, whatever their fd numbers.
+        "import os\n"
+        "for fd in os.listdir('/proc/self/fd'):\n"
+        "    try:\n"
+        "        if 'omnipkg-std' in os.readlink('/proc/self/fd/' + fd):\n"
+        "            os.close(int(fd))\n"
+        "    except OSError:\n"
+        "        pass\n",
+    ]
+    CHECK = ("import os, sys\n"
+             "print('p')\n"
+             "os.write(1, b'w\\n')\n"
+             "os.system('echo c')\n"
+             "print('e', file=sys.stderr)\n"
+             "os.write(2, b'f\\n')\n"
+             "os.system('echo g >&2')\n"
+             "print('u', file=sys.__stdout__)\n"
+             "result = os.getpid()\n")
+
+    def test_capture_survives_broken_streams(self):
+        p, s, ready = self.spawn("worker")
+        for code in self.BREAKERS:
+            with self.subTest(code=code):
+                self.assertEqual(self.job(s, code)["op"], "done")
+                rep = self.job(s, self.CHECK)
+                self.assertTrue(rep["ok"], rep)
+                self.assertEqual(rep["result"], ready["pid"])
+                self.assertEqual((rep["stdout"], rep["stderr"]), ("p\nw\nc\nu\n", "e\nf\ng\n"))
+                self.assertEqual(rep["stdout_bytes"], 8)
+        self.assertIsNone(p.poll())
+
+    def test_capture_survives_broken_streams_forked(self):
+        z, zs, _ = self.spawn("zygote")
+        w, ready = self.fork(zs, 1)
+        for code in self.BREAKERS[:3]:
+            with self.subTest(code=code):
+                self.job(w, code)
+                rep = self.job(w, self.CHECK)
+                self.assertEqual(rep["result"], ready["pid"])
+                self.assertEqual((rep["stdout"], rep["stderr"]), ("p\nw\nc\nu\n", "e\nf\ng\n"))
+
+    # Messages the worker cannot use are answered, and it serves the next.
+    BAD_PAYLOADS = [
+        (b"\xff\xfe{}", "UTF-8"),
+        (b"{not json", "JSON"),
+        (b"[" * 100000, "JSON"),          # nested past the recursion limit
+        (b"[1, 2]", "object"),
+        (b"\"exec\"", "object"),
+    ]
+
+    def test_bad_payloads(self):
+        p, s, ready = self.spawn("worker")
+        for body, why in self.BAD_PAYLOADS:
+            with self.subTest(body=body[:20]):
+                send_raw(s, body)
+                rep = recv(s)
+                self.assertEqual((rep["op"], rep["id"]), ("error", None))
+                self.assertIn(why, rep["error"])
+                self.assertEqual(self.job(s, "import os; result = os.getpid()")["result"],
+                                 ready["pid"])
+        self.assertIsNone(p.poll())
+
+    def test_exec_without_code(self):
+        p, s, ready = self.spawn("worker")
+        for jid, msg in enumerate([{"op": "exec"}, {"op": "exec", "code": 5},
+                                   {"op": "exec", "code": None, "cap": "x"},
+                                   {"op": "run", "code": "pass"}, {}], 100):
+            with self.subTest(msg=msg):
+                msg["id"] = jid
+                send(s, msg)
+                rep = recv(s)
+                self.assertEqual((rep["op"], rep["id"]), ("error", jid))
+                self.assertIn("code", rep["error"])
+        rep = self.job(s, "result = 'served'")
+        self.assertEqual(rep["result"], "served")
+        # Odd but usable fields: the job runs, with the default cap.
+        send(s, {"op": "exec", "id": [1], "code": "print(1)", "cap": -1, "extra": {}})
+        rep = recv(s)
+        self.assertEqual((rep["op"], rep["id"], rep["ok"], rep["stdout"]), ("done", [1], True, "1\n"))
+        rep = self.job(s, "x = '\\0'\nresult = 1\0")     # a NUL in the source
+        self.assertFalse(rep["ok"])
+        self.assertEqual(self.job(s, "import os; result = os.getpid()")["result"], ready["pid"])
+
     def test_exit_and_eof(self):
         p, s, _ = self.spawn("worker")
         send(s, {"op": "exit"})
@@ -266,11 +376,15 @@ class RuntimeMixin:
         pids = {r1["pid"], r2["pid"]}
         self.assertEqual(len(pids), 2)
         self.assertNotIn(z.pid, pids)
-        rep = self.job(w1, "import os, bubblemod\nprint('w1')\n"
-                           "result = [bubblemod.X, os.getpid(), os.getsid(0), os.getppid()]")
+        rep = self.job(w1, "import ctypes, os, bubblemod\nprint('w1')\n"
+                           "sig = ctypes.c_int(0)\n"
+                           "ctypes.CDLL(None).prctl(2, ctypes.byref(sig), 0, 0, 0)\n"
+                           "result = [bubblemod.X, os.getpid(), os.getsid(0), os.getppid(),"
+                           " sig.value]")
         self.assertTrue(rep["ok"], rep)
         self.assertEqual(rep["result"][:3], ["from bubble", r1["pid"], r1["pid"]])
-        self.assertNotEqual(rep["result"][3], z.pid)    # re-parented
+        # Re-parented to its "daemon" (us), and set to die with it (SIGKILL).
+        self.assertEqual(rep["result"][3:], [os.getpid(), signal.SIGKILL])
         self.assertEqual(rep["stdout"], "w1\n")
         rep = self.job(w2, "import os\nresult = os.getpid()\nos.write(1, b'w2')")
         self.assertEqual((rep["result"], rep["stdout"]), (r2["pid"], "w2"))
@@ -282,6 +396,21 @@ class RuntimeMixin:
             self.assertTrue(alive(pid), pid)
         self.assertEqual(self.job(w1, "result = 7")["result"], 7)
         self.assertEqual(self.job(w2, "result = 8")["result"], 8)
+
+    def test_zygote_bad_payloads(self):
+        z, zs, _ = self.spawn("zygote")
+        for body, why in self.BAD_PAYLOADS:
+            with self.subTest(body=body[:20]):
+                r, w = os.pipe()
+                send_raw(zs, body, fds=[r])
+                os.close(r)
+                os.close(w)
+                rep = recv(zs)
+                self.assertEqual((rep["op"], rep["id"]), ("error", None))
+                self.assertIn(why, rep["error"])
+        w1, ready = self.fork(zs, 9)                   # still serving
+        self.assertEqual(self.job(w1, "import os; result = os.getpid()")["result"], ready["pid"])
+        self.assertIsNone(z.poll())
 
     def test_zygote_bad_request(self):
         z, zs, _ = self.spawn("zygote")

@@ -139,7 +139,7 @@ static int pid_gone(void *arg) { return kill(*(pid_t *)arg, 0) < 0 && errno == E
 
 static int start_pool(void)
 {
-	snprintf(worker, sizeof worker, "%s/src/worker.py", OMNI_SOURCE_DIR);
+	snprintf(worker, sizeof worker, "%s/src/worker/worker.py", OMNI_SOURCE_DIR);
 	lp = loop_new();
 	pool = pool_new(lp, &cfg, &pys, home, worker, NULL);
 	loop_timer_add(lp, 0.01, reap_tick, NULL);

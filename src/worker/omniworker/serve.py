@@ -1,0 +1,131 @@
+"""Process set-up and the request loop of one worker: "ready", then one
+"done" per "exec" and an "error" for anything else, until "exit" or EOF."""
+
+import atexit
+import fcntl
+import os
+import socket
+import sys
+import traceback
+
+from omniworker import bubbles
+from omniworker.capture import Capture
+from omniworker.execute import Executor, encode_done
+from omniworker.frame import FrameReader, send_frame, send_msg
+
+DEFAULT_CAP = 1 << 20         # bytes of stdout / stderr kept when "cap" is absent
+PYVER = "%d.%d.%d" % tuple(sys.version_info[:3])
+
+
+def ensure_std_fds():
+    """fds 0/1/2 must exist, or a later open() could land on them and user
+    output would go to that file; fd 0 is always /dev/null (jobs get no stdin)."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        if fd == null:
+            continue
+        if fd == 0:
+            os.dup2(null, 0)
+            continue
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.dup2(null, fd)
+    if null > 2:
+        os.close(null)
+    if sys.stdin is None:        # fd 0 was closed when the interpreter started
+        sys.stdin = open(0, "r", closefd=False)
+
+
+def private_channel(fd):
+    """The channel as a socket on an fd above 2 that no subprocess inherits."""
+    if fd <= 2:
+        newfd = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, fd)
+        os.close(null)
+        fd = newfd
+    os.set_inheritable(fd, False)
+    sock = socket.socket(fileno=fd)
+    sock.setblocking(True)
+    return sock
+
+
+class Worker:
+    def __init__(self, sock, paths):
+        self.sock = sock
+        self.pid = os.getpid()
+        for s in (sys.stdout, sys.stderr):   # the interpreter's own buffers
+            if s is not None:
+                try:
+                    s.flush()
+                except Exception:
+                    pass
+        os.environ["OMNIPKG_DAEMON_CHILD"] = "1"
+        bubbles.put_first(paths)
+        self.capture = Capture()
+        self.capture.begin()      # from here on fds 1 and 2 never reach the daemon's log
+        self.executor = Executor()
+
+    def serve(self):
+        send_msg(self.sock, {"op": "ready", "pid": os.getpid(), "python": PYVER,
+                             "executable": sys.executable})
+        reader = FrameReader(self.sock)
+        while True:
+            msg = reader.read()
+            if msg is None or msg.get("op") == "exit":
+                self.exit(0)
+            if msg.get("op") == "exec" and isinstance(msg.get("code"), str):
+                send_frame(self.sock, self.run(msg))
+            else:
+                send_msg(self.sock, {"op": "error", "id": msg.get("id"),
+                                     "error": msg.get("_bad") or
+                                     "expected {\"op\":\"exec\",\"code\":str}"})
+
+    def run(self, msg):
+        """Runs one job; returns the encoded "done" payload."""
+        cap = msg.get("cap")
+        if not isinstance(cap, int) or isinstance(cap, bool) or cap < 0:
+            cap = DEFAULT_CAP
+        rep = {"op": "done", "id": msg.get("id"), "ok": True}
+        self.capture.begin()
+        self.executor.run(msg["code"], rep)
+        self.capture.flush()
+        if os.getpid() != self.pid:
+            # A child that user code forked fell off the end of the job: it
+            # must not go on serving this worker's channel.
+            os._exit(0)
+        self.capture.collect(rep, cap)
+        return encode_done(rep)
+
+    def exit(self, code):
+        # atexit handlers run, but non-daemon user threads are not joined:
+        # a stray thread must not keep a dismissed worker alive.
+        self.capture.flush()
+        try:
+            atexit._run_exitfuncs()
+        except Exception:
+            pass
+        self.capture.flush()
+        os._exit(code)
+
+
+def worker_main(fd, paths):
+    sock = private_channel(fd)   # first: it may sit on fd 0/1/2
+    ensure_std_fds()
+    try:
+        if os.getpgrp() != os.getpid():
+            os.setpgid(0, 0)   # own group, so the daemon can signal it whole
+    except OSError:
+        pass
+    serve_or_die(sock, paths)
+
+
+def serve_or_die(sock, paths):
+    # Never a normal interpreter exit: it would wait for the user's
+    # non-daemon threads, and a worker whose daemon is gone must just go.
+    try:
+        Worker(sock, paths).serve()
+    except BaseException:
+        traceback.print_exc()
+    os._exit(1)
