@@ -36,6 +36,10 @@ static const struct proto_arg proto_exec_args[] = {
 	{ "once", PT_BOOL | PT_NULL, 0 },
 	{ NULL, 0, 0 },
 };
+static const struct proto_arg proto_cancel_args[] = {
+	{ "target", PT_NUM, 1 },
+	{ NULL, 0, 0 },
+};
 
 /* An op without an argument list takes no arguments. */
 static const struct {
@@ -49,6 +53,7 @@ static const struct {
 	[PROTO_OP_PYTHONS] = { "pythons", NULL },
 	[PROTO_OP_LIST] = { "list", NULL },
 	[PROTO_OP_SHUTDOWN] = { "shutdown", NULL },
+	[PROTO_OP_CANCEL] = { "cancel", proto_cancel_args },
 };
 
 #define PROTO_NOPS ((int)(sizeof(proto_ops) / sizeof(proto_ops[0])))
@@ -397,6 +402,20 @@ static int proto_check_args(const cJSON *msg, int op, char *err, size_t errlen)
 	return 0;
 }
 
+/* Does valid JSON text hold the escape \u0000?  cJSON ends a string
+ * there, so the rest of it would vanish unseen. */
+static int proto_has_nul_escape(const char *p, size_t n)
+{
+	for (size_t i = 0; i + 1 < n; i++) {
+		if (p[i] != '\\')
+			continue;
+		if (p[i + 1] == 'u' && n - i >= 6 && memcmp(p + i + 2, "0000", 4) == 0)
+			return 1;
+		i++;   /* the escaped character, a backslash included */
+	}
+	return 0;
+}
+
 int proto_decode(const char *payload, size_t plen, cJSON **out, uint64_t *id,
 		 char *err, size_t errlen)
 {
@@ -441,6 +460,10 @@ int proto_decode(const char *payload, size_t plen, cJSON **out, uint64_t *id,
 	if ((rc = proto_check_utf8(msg, err ? err : name, err ? errlen : sizeof name)) < 0) {
 		cJSON_Delete(msg);
 		return rc;
+	}
+	if (proto_has_nul_escape(payload, plen)) {
+		cJSON_Delete(msg);
+		return proto_fail(-EILSEQ, err, errlen, "a string holds a NUL character (\\u0000)");
 	}
 
 	jv = cJSON_GetObjectItemCaseSensitive(msg, "v");

@@ -25,26 +25,52 @@
  *   2 exec      spec (string), code (string), [python (string), timeout
  *               (number, s), tag (string), once (bool)]; optional ones may
  *               be null
- *               -> ok, stdout, stderr, stdout_truncated, stderr_truncated,
- *                  result (when the code set `result`), error, traceback,
- *                  reason ("exception"|"timeout"|"signal"|"exit"|"spawn"|
- *                          "nobubble"|"badspec"|"nopython"|"shutdown"),
- *                  duration (s), worker_pid, spec (canonical), python (path)
- *   3 status    -> pid, version, uptime, workers, jobs, jobs_failed, socket
- *   4 workers   -> workers: [{spec, python, tag, pid, state, jobs, rss_kb, idle_s}]
- *   5 pythons   -> pythons: [{name, version, path, tag, source, default}]
+ *               -> ok, stdout, stderr, stdout_bytes, stderr_bytes,
+ *                  stdout_truncated, stderr_truncated, result (when the code
+ *                  set `result`), error, traceback, reason (a name of
+ *                  OMNI_REASONS), duration and wall (s), worker_pid, spec
+ *                  (canonical), python (path), python_version, tag, and for
+ *                  the job that started its worker worker_start_ms and
+ *                  started_by ("zygote"|"exec"); signal or exit_code when
+ *                  the worker died
+ *   3 status    -> pid, version, proto, uptime, home, runtime_dir, socket,
+ *                  clients, workers, jobs, jobs_failed, workers_started,
+ *                  crashes, timeouts, cancelled, leftovers_killed,
+ *                  containment ("cgroup"|"proc"), pythons_probed,
+ *                  pythons_probe_failed, zygotes: [...], shm: {dir,
+ *                  segments, bytes, quota, quota_enforced_by_kernel}
+ *   4 workers   -> workers: [{spec, python, version, tag, pid, state, jobs,
+ *                  queued, rss_kb, idle_s, start_ms, started_by, once}]
+ *   5 pythons   -> pythons: [{name, version, path, tag, source, default,
+ *                  short_name_target}]
  *   6 list      -> bubbles: [{tag, name, version, path}]
  *   7 shutdown  -> {} (the daemon then stops)
+ *   8 cancel    target (number: the id of an exec sent on this connection)
+ *               -> {} once that job has been failed with reason
+ *                  "cancelled" (a running one's worker is killed); errno
+ *                  ENOENT when it is not queued or running
  *
- * Worker channel (see src/worker.py):
- *   worker -> daemon  {"op":"ready", "pid":n, "python":"3.11.7"}
+ * Worker channel (the worker runtime: src/worker/omniworker):
+ *   worker -> daemon  {"op":"ready", "pid":n, "python":"3.11.7", "executable":s}
+ *                     (a zygote adds "zygote":true)
  *   daemon -> worker  {"op":"exec", "id":n, "code":s, "cap":bytes}
+ *                     cap optional (1 MiB); other keys are ignored
  *   worker -> daemon  {"op":"done", "id":n, "ok":b, "stdout":s, "stderr":s,
- *                      "stdout_bytes":n, "stderr_bytes":n, "result":any,
- *                      "error":s, "traceback":s}
+ *                      "stdout_bytes":n, "stderr_bytes":n,
+ *                      "stdout_truncated":b, "stderr_truncated":b,
+ *                      "duration":s, "result":any (ok, and the job set it),
+ *                      "error":"Type: message", "traceback":s (not ok)}
+ *   worker -> daemon  {"op":"error", "id":n|null, "error":s} to a message
+ *                     that is not an exec with a string "code" (the worker
+ *                     goes on)
+ *   daemon -> either  {"op":"exit"} or EOF: it exits 0
  *   daemon -> zygote  {"op":"fork", "id":n, "paths":[dir...], "tag":s}
  *                     with the worker's socket end passed by SCM_RIGHTS;
- *                     the forked worker then says "ready" on that socket.
+ *                     the forked worker then says "ready" on that socket;
+ *                     the zygote answers only a failure:
+ *   zygote -> daemon  {"op":"error", "id":n, "error":s}
+ *   A frame of length 0 or over PROTO_MAX_FRAME, or EOF inside a frame, is
+ *   fatal to the worker (exit 2): the stream can no longer be trusted.
  *
  * Errors: functions return 0 (or a positive count) on success and -errno.
  */
@@ -70,6 +96,7 @@ enum proto_op {
 	PROTO_OP_PYTHONS = 5,
 	PROTO_OP_LIST = 6,
 	PROTO_OP_SHUTDOWN = 7,
+	PROTO_OP_CANCEL = 8,
 };
 
 /*

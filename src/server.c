@@ -61,6 +61,7 @@ struct conn {
 	size_t racct, wacct;      /* what this connection adds to rbuf_total, wbuf_total */
 	struct loop_timer *resume;
 	pid_t pid;
+	struct pending *pend;     /* its running jobs, for cancel */
 	struct conn *next;
 };
 
@@ -79,10 +80,13 @@ struct server {
 
 struct pending {
 	struct conn *c;
-	uint64_t id;
+	uint64_t id;              /* the request's */
+	uint64_t job;             /* the core's; 0 until core_submit returns */
+	struct pending *next, *prev;
 };
 
 static void conn_close(struct conn *c);
+static cJSON *ok_reply(void);
 static void conn_io(struct loop *l, int fd, uint32_t ev, void *ud);
 static void conn_sync(struct conn *c);
 
@@ -188,6 +192,12 @@ static void job_done(cJSON *reply, void *ud)
 	struct conn *c = pd->c;
 
 	c->jobs--;
+	if (pd->prev)
+		pd->prev->next = pd->next;
+	else
+		c->pend = pd->next;
+	if (pd->next)
+		pd->next->prev = pd->prev;
 	conn_reply(c, pd->id, reply);
 	free(pd);
 	conn_unref(c);
@@ -207,6 +217,7 @@ static void op_exec(struct conn *c, uint64_t id, const cJSON *req)
 	struct job_req r = { 0 };
 	const cJSON *t = cJSON_GetObjectItemCaseSensitive(req, "timeout");
 	struct pending *pd;
+	uint64_t job;
 
 	r.spec = arg_str(req, "spec");
 	r.code = arg_str(req, "code");
@@ -221,11 +232,33 @@ static void op_exec(struct conn *c, uint64_t id, const cJSON *req)
 	pd = malloc(sizeof *pd);
 	if (!pd)
 		return conn_error(c, id, ENOMEM, NOMEM, "out of memory");
-	pd->c = c;
-	pd->id = id;
+	*pd = (struct pending){ .c = c, .id = id, .next = c->pend };
+	if (c->pend)
+		c->pend->prev = pd;
+	c->pend = pd;
 	c->inflight++;
 	c->jobs++;
-	core_submit(c->srv->ctx.core, &r, job_done, pd);
+	job = core_submit(c->srv->ctx.core, &r, job_done, pd);
+	/* The reply may have come already (pd is gone then). */
+	for (pd = c->pend; pd; pd = pd->next)
+		if (pd->id == id && pd->job == 0) {
+			pd->job = job;
+			break;
+		}
+}
+
+static void op_cancel(struct conn *c, uint64_t id, const cJSON *req)
+{
+	const cJSON *t = cJSON_GetObjectItemCaseSensitive(req, "target");
+	struct pending *pd;
+
+	for (pd = c->pend; pd; pd = pd->next)
+		if (cJSON_IsNumber(t) && (double)pd->id == t->valuedouble && pd->job)
+			break;
+	if (!pd || core_cancel(c->srv->ctx.core, pd->job) < 0)
+		return conn_error(c, id, ENOENT, BADARG,
+				  "cancel: no job of this connection runs or waits with that id");
+	conn_reply(c, id, ok_reply());
 }
 
 static cJSON *ok_reply(void)
@@ -325,6 +358,7 @@ static void conn_request(struct conn *c, const char *pl, size_t len)
 	case PROTO_OP_PYTHONS: op_pythons(c, id); break;
 	case PROTO_OP_LIST: op_list(c, id); break;
 	case PROTO_OP_SHUTDOWN: op_shutdown(c, id); break;
+	case PROTO_OP_CANCEL: op_cancel(c, id, req); break;
 	default: conn_error(c, id, EOPNOTSUPP, PROTO, "unknown op"); break;
 	}
 	cJSON_Delete(req);

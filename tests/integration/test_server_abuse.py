@@ -167,6 +167,39 @@ class TestContracts(ServerTest):
         self.assertEqual((m["id"], m["ok"], m["worker_pid"], m["result"]), (4, True, pid, pid))
 
 
+    def test_nul_in_a_string_is_refused(self):
+        # cJSON would end the string at the NUL and run only what precedes it.
+        c = self.connect()
+        c.send_payload(b'{"v":1,"id":1,"op":"exec","spec":"base","python":"3.11",'
+                       b'"code":"result = 1\\u0000import os"}')
+        m = c.recv()
+        self.assertEqual((m["id"], m["ok"], m["reason"]), (1, False, "badcode"))
+        # An escaped backslash before "u0000" is text, not a NUL.
+        m = c.call(exec_req(2, "result = 1  # \\u0000"))
+        self.assertEqual((m["id"], m["ok"], m["result"]), (2, True, 1))
+
+    def test_cancel(self):
+        c = self.connect()
+        c.send(exec_req(7, "import time; print('started', flush=True); time.sleep(120)"))
+        m = c.call({"v": 1, "id": 8, "op": "cancel", "target": 99})
+        self.assertEqual((m["id"], m["ok"], m["errno"]), (8, False, 2))
+        # Cancel once the job runs: its reply comes with reason "cancelled".
+        deadline = time.monotonic() + 60
+        while not any(w["state"] == "busy" for w in self.workers()):
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.02)
+        c.send({"v": 1, "id": 9, "op": "cancel", "target": 7})
+        replies = {m["id"]: m for m in (c.recv(), c.recv())}
+        self.assertTrue(replies[9]["ok"], replies[9])
+        self.assertEqual((replies[7]["ok"], replies[7]["reason"]), (False, "cancelled"))
+        m = c.call(exec_req(10, "result = 1"))
+        self.assertEqual((m["ok"], m["result"]), (True, 1))
+
+    def workers(self):
+        c = self.connect()
+        return c.call({"v": 1, "id": 1, "op": "workers"})["workers"]
+
+
 class TestDescriptors(ServerTest):
     def test_out_of_descriptors_does_not_spin(self):
         busy = self.connect()

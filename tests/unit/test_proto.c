@@ -228,14 +228,14 @@ static void test_decode_unknown_op(void)
 static void test_op_names(void)
 {
 	static const char *const names[] = { NULL, "hello", "exec", "status", "workers",
-					     "pythons", "list", "shutdown" };
+					     "pythons", "list", "shutdown", "cancel" };
 
-	for (int op = 1; op <= 7; op++) {
+	for (int op = 1; op <= 8; op++) {
 		CU_ASSERT_STRING_EQUAL(proto_op_name(op), names[op]);
 		CU_ASSERT_EQUAL(proto_op_code(names[op]), op);
 	}
 	CU_ASSERT_PTR_NULL(proto_op_name(0));
-	CU_ASSERT_PTR_NULL(proto_op_name(8));
+	CU_ASSERT_PTR_NULL(proto_op_name(9));
 	CU_ASSERT_PTR_NULL(proto_op_name(-1));
 	CU_ASSERT_EQUAL(proto_op_code("nope"), -1);
 	CU_ASSERT_EQUAL(proto_op_code(NULL), -1);
@@ -298,6 +298,25 @@ static void test_args_wrong_type(void)
 	expect(EXEC ",\"timeout\":\"5\"}", -EINVAL, "\"timeout\"", "a number or null", NULL);
 	expect(EXEC ",\"tag\":[]}", -EINVAL, "\"tag\"", "a string or null", NULL);
 	expect(EXEC ",\"once\":1}", -EINVAL, "\"once\"", "true, false or null", NULL);
+}
+
+static void test_args_cancel(void)
+{
+	expect("{\"v\":1,\"id\":2,\"op\":\"cancel\",\"target\":1}", PROTO_OP_CANCEL, NULL);
+	expect("{\"v\":1,\"id\":2,\"op\":\"cancel\"}", -EINVAL, "missing \"target\"", NULL);
+	expect("{\"v\":1,\"id\":2,\"op\":\"cancel\",\"target\":\"1\"}", -EINVAL, "\"target\"",
+	       "a number", NULL);
+}
+
+/* cJSON would end a string at \u0000 and drop the rest unseen. */
+static void test_nul_escape_refused(void)
+{
+	expect(EXEC ",\"tag\":\"a\\u0000b\"}", -EILSEQ, "NUL", NULL);
+	expect("{\"v\":1,\"id\":1,\"op\":\"exec\",\"spec\":\"base\",\"code\":\"x\\u0000\"}",
+	       -EILSEQ, "NUL", NULL);
+	/* An escaped backslash followed by u0000 is six characters of text. */
+	expect(EXEC ",\"tag\":\"a\\\\u0000b\"}", PROTO_OP_EXEC, NULL);
+	expect(EXEC ",\"tag\":\"\\u0001\"}", PROTO_OP_EXEC, NULL);
 }
 
 static void test_args_missing(void)
@@ -464,7 +483,7 @@ static void test_features(void)
 		once += strcmp(w->valuestring, "exec.once") == 0;
 		spec += strcmp(w->valuestring, "exec.spec") == 0;
 	}
-	CU_ASSERT_EQUAL(ops, 7);
+	CU_ASSERT_EQUAL(ops, 8);
 	CU_ASSERT_EQUAL(tag, 1);
 	CU_ASSERT_EQUAL(once, 1);
 	CU_ASSERT_EQUAL(spec, 0);   /* required: not a capability */
@@ -507,6 +526,8 @@ int main(void)
 	CU_add_test(s, "exact ids written", test_set_id_exact);
 	CU_add_test(s, "id edges", test_decode_id_edges);
 	CU_add_test(s, "hello features", test_features);
+	CU_add_test(s, "cancel arguments", test_args_cancel);
+	CU_add_test(s, "NUL escape refused", test_nul_escape_refused);
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	CU_basic_run_tests();
 	fails = CU_get_number_of_failures();
