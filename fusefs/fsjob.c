@@ -12,6 +12,7 @@
 #include <string.h>
 #include "fsjob.h"
 #include "logx.h"
+#include "proto.h"
 
 struct waiter {
 	fuse_req_t req;
@@ -268,7 +269,7 @@ static void fsjob_render(struct fsjob *j, cJSON *reply)
 	size_t n;
 
 	cJSON_DeleteItemFromObjectCaseSensitive(reply, "id");
-	cJSON_AddNumberToObject(reply, "id", (double)j->id);
+	proto_set_id(reply, j->id);
 	j->text[JF_STDOUT] = str_member(reply, "stdout", &j->len[JF_STDOUT]);
 	j->text[JF_STDERR] = str_member(reply, "stderr", &j->len[JF_STDERR]);
 	json = cJSON_Print(reply);

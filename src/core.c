@@ -40,7 +40,7 @@ struct core *core_new(const struct core_ctx *ctx, char *err, size_t errlen)
 		c->cgroup[0] = 0;
 	}
 	c->pool = pool_new(ctx->loop, ctx->cfg, ctx->py, ctx->home, ctx->entry,
-			   c->cgroup[0] ? c->cgroup : NULL);
+			   c->cgroup[0] ? c->cgroup : NULL, c->shm);
 	if (!c->pool) {
 		snprintf(err, errlen, "out of memory");
 		if (c->cgroup[0])

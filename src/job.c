@@ -9,6 +9,7 @@
 #include "job.h"
 #include "loop.h"
 #include "omnipkg.h"
+#include "shm.h"
 #include "worker.h"
 
 static char *dup_or_null(const char *s, int *failed)
@@ -57,6 +58,9 @@ int job_finish(struct job *j, cJSON *reply, const struct worker *w)
 {
 	int ok = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "ok"));
 
+	/* Before the reply: its reader may remove the segments at once. */
+	job_release(j);
+
 	if (!cJSON_GetObjectItemCaseSensitive(reply, "stdout"))
 		cJSON_AddStringToObject(reply, "stdout", "");
 	if (!cJSON_GetObjectItemCaseSensitive(reply, "stderr"))
@@ -83,10 +87,37 @@ int job_finish(struct job *j, cJSON *reply, const struct worker *w)
 	return ok;
 }
 
+int job_lease(struct job *j, struct shm *shm, const struct job_req *r, char *err, size_t errlen)
+{
+	struct shm_info info;
+
+	if (r->nsegments > JOB_MAX_LEASES) {
+		snprintf(err, errlen, "a job may use at most %d segments", JOB_MAX_LEASES);
+		return -E2BIG;
+	}
+	j->shm = shm;
+	for (int i = 0; i < r->nsegments; i++) {
+		if (shm_lease(shm, r->segments[i], &info) < 0) {
+			snprintf(err, errlen, "no shared segment named \"%.128s\"", r->segments[i]);
+			job_release(j);
+			return -ENOENT;
+		}
+		j->leases[j->nleases++] = info.id;
+	}
+	return 0;
+}
+
+void job_release(struct job *j)
+{
+	while (j->nleases > 0)
+		shm_release(j->shm, j->leases[--j->nleases]);
+}
+
 void job_free(struct job *j)
 {
 	if (!j)
 		return;
+	job_release(j);
 	free(j->spec);
 	free(j->python);
 	free(j->code);

@@ -13,6 +13,9 @@
 #include <stdint.h>
 #include <cjson/cJSON.h>
 
+#define JOB_MAX_LEASES 64   /* segments one job may hold */
+
+struct shm;
 struct worker;
 
 /* Receives the reply of a job and owns it.  Called exactly once per job,
@@ -26,6 +29,8 @@ struct job_req {               /* borrowed by job_new, which copies it */
 	const char *tag;       /* NULL: "" */
 	double timeout;        /* <= 0: config job_timeout */
 	int once;
+	const char *const *segments;   /* names of shared segments the job uses */
+	int nsegments;                 /* at most JOB_MAX_LEASES */
 };
 
 struct job {
@@ -34,22 +39,34 @@ struct job {
 	double timeout;                     /* resolved: > 0 */
 	int once;
 	double t_submit, t_start;
+	struct shm *shm;                    /* where its leases are; NULL: none */
+	uint64_t leases[JOB_MAX_LEASES];    /* segment ids, released in job_finish */
+	int nleases;
 	job_done_cb cb;
 	void *ud;
 	struct job *next;                   /* in a worker's queue or a wait list */
 };
 
-/* A copy of r; NULL when out of memory. */
+/* A copy of r (its segments are not leased here: see job_lease); NULL
+ * when out of memory. */
 struct job *job_new(uint64_t id, const struct job_req *r, double timeout, job_done_cb cb, void *ud);
 /* The request as a job_req view (borrowed from j). */
 struct job_req job_as_req(const struct job *j);
 
 /*
- * Ends j: adds what is known of the worker w (may be NULL), timings and,
- * when missing, stdout/stderr, then hands reply (taken) to the callback and
- * frees j.  Returns whether the reply was a success.
+ * Ends j, the one place every job ends: releases its leases, adds what is
+ * known of the worker w (may be NULL), timings and, when missing,
+ * stdout/stderr, then hands reply (taken) to the callback and frees j.
+ * Returns whether the reply was a success.
  */
 int job_finish(struct job *j, cJSON *reply, const struct worker *w);
+
+/* Leases each of r's segments in shm for the job's life: 0, or -ENOENT
+ * naming the missing one in err (nothing is held then). */
+int job_lease(struct job *j, struct shm *shm, const struct job_req *r, char *err, size_t errlen);
+
+/* Gives back every lease j holds (job_finish and job_free do it). */
+void job_release(struct job *j);
 
 /* Frees a job that never ran and will not be answered (NULL is fine). */
 void job_free(struct job *j);

@@ -13,6 +13,7 @@
 #include "omnipkg.h"
 #include "pool.h"
 #include "router.h"
+#include "shm.h"
 
 struct pool {
 	struct wenv env;
@@ -22,6 +23,7 @@ struct pool {
 	struct loop_timer *tick;
 	uint64_t next_id, next_serial;
 	struct pool_counters cnt;
+	struct shm *shm;
 	char cgroup_base[PATH_MAX];
 };
 
@@ -150,12 +152,19 @@ uint64_t pool_submit(struct pool *p, const struct job_req *r, job_done_cb cb, vo
 	double tmo = r->timeout > 0 ? r->timeout : p->cfg->job_timeout;
 	uint64_t id = ++p->next_id;
 	struct job *j = job_new(id, r, tmo, cb, ud);
+	char err[256];
 
 	p->cnt.jobs_total++;
 	if (!j) {
 		p->cnt.jobs_failed++;
 		cb(job_fail_reply(OMNI_REASON_NOMEM, ENOMEM, "out of memory"), ud);
 		return 0;
+	}
+	if (r->nsegments > 0 && (!p->shm || job_lease(j, p->shm, r, err, sizeof err) < 0)) {
+		p->cnt.jobs_failed++;
+		job_finish(j, job_fail_reply(OMNI_REASON_NOSEGMENT, ENOENT, "%s",
+					     p->shm ? err : "no shared segments here"), NULL);
+		return id;
 	}
 	pool_place(p, j);
 	return id;
@@ -240,13 +249,15 @@ static void pool_tick(struct loop *l, void *ud)
 }
 
 struct pool *pool_new(struct loop *l, const struct config *cfg, const struct interp_set *py,
-		      const char *home, const char *entry, const char *cgroup_base)
+		      const char *home, const char *entry, const char *cgroup_base,
+		      struct shm *shm)
 {
 	struct pool *p = calloc(1, sizeof *p);
 
 	if (!p)
 		return NULL;
 	p->cfg = cfg;
+	p->shm = shm;
 	snprintf(p->cgroup_base, sizeof p->cgroup_base, "%s", cgroup_base ? cgroup_base : "");
 	p->env = (struct wenv){ .loop = l, .cfg = cfg, .cnt = &p->cnt, .cgroup_base = p->cgroup_base,
 				.requeue = on_requeue, .gone = on_gone, .ud = p };

@@ -20,15 +20,19 @@
 struct pool;
 
 /* All pointers are borrowed and must outlive the pool.  cgroup_base: the
- * daemon's cgroup (one group per worker below it), or NULL. */
+ * daemon's cgroup (one group per worker below it), or NULL.  shm: the
+ * segment registry jobs lease from, or NULL (then no job may name one). */
 struct pool *pool_new(struct loop *l, const struct config *cfg, const struct interp_set *py,
-		      const char *home, const char *entry, const char *cgroup_base);
+		      const char *home, const char *entry, const char *cgroup_base,
+		      struct shm *shm);
 /* Fails every pending job with reason "shutdown", kills and reaps workers
  * and everything they started. */
 void pool_free(struct pool *p);
 
 /* Runs r; cb gets the reply exactly once, possibly before this returns.
- * Returns the job's id (0 when it could not even be created). */
+ * The segments r names are leased until the job ends (a missing one fails
+ * it at once, reason "nosegment").  Returns the job's id (0 when it could
+ * not even be created). */
 uint64_t pool_submit(struct pool *p, const struct job_req *r, job_done_cb cb, void *ud);
 /* Fails job id with reason "cancelled" (killing its worker if it runs).
  * 0, or -ENOENT when no queued or running job has that id. */

@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include "chan.h"
 #include "logx.h"
+#include "proto.h"
 #include "spawner.h"
 #include "spec.h"
 
@@ -150,7 +151,7 @@ static int zygote_fork(struct zygote *z, int cfd, const cJSON *paths, const char
 	int r;
 
 	cJSON_AddStringToObject(m, "op", "fork");
-	cJSON_AddNumberToObject(m, "id", (double)++z->s->next_fork);
+	proto_set_id(m, ++z->s->next_fork);
 	cJSON_AddItemToObject(m, "paths", cJSON_Duplicate(paths, 1));
 	cJSON_AddStringToObject(m, "tag", tag);
 	r = chan_send_fd(&z->ch, m, cfd);

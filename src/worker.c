@@ -394,7 +394,7 @@ static void worker_dispatch(struct worker *w)
 	j->t_start = loop_now();
 	m = cJSON_CreateObject();
 	cJSON_AddStringToObject(m, "op", "exec");
-	cJSON_AddNumberToObject(m, "id", (double)j->id);
+	proto_set_id(m, j->id);
 	cJSON_AddStringToObject(m, "code", j->code);
 	cJSON_AddNumberToObject(m, "cap", (double)w->env->cfg->output_cap);
 	r = chan_send(&w->ch, m);

@@ -365,7 +365,7 @@ class TestLifecycle(DaemonTest):
         m = c.recv()
         self.assertEqual((m["id"], m["ok"], m["reason"]), (1, False, "shutdown"))
         self.assertEqual(self.d.proc.wait(15), 0)
-        for f in ("omnipkgd.sock", "omnipkgd.pid", "worker.py"):
+        for f in ("omnipkgd.sock", "omnipkgd.pid", "worker", "shm"):
             self.assertFalse(os.path.exists(os.path.join(self.d.runtime, f)), f + " left behind")
         wait_until(self, "worker %d to exit" % worker, lambda: pid_gone(worker), timeout=15)
         c.close()

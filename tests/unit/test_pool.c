@@ -141,7 +141,7 @@ static int start_pool(void)
 {
 	snprintf(worker, sizeof worker, "%s/src/worker/worker.py", OMNI_SOURCE_DIR);
 	lp = loop_new();
-	pool = pool_new(lp, &cfg, &pys, home, worker, NULL);
+	pool = pool_new(lp, &cfg, &pys, home, worker, NULL, NULL);
 	loop_timer_add(lp, 0.01, reap_tick, NULL);
 	memset(replies, 0, sizeof replies);
 	memset(order, -1, sizeof order);
