@@ -2,7 +2,6 @@
  * job.c - jobs and their replies (see job.h).
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,24 +122,4 @@ void job_free(struct job *j)
 	free(j->code);
 	free(j->tag);
 	free(j);
-}
-
-cJSON *job_fail_reply(int reason, int err, const char *fmt, ...)
-{
-	cJSON *r = cJSON_CreateObject();
-	char msg[4096];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
-	cJSON_AddBoolToObject(r, "ok", 0);
-	cJSON_AddStringToObject(r, "error", msg);
-	if (err)
-		cJSON_AddNumberToObject(r, "errno", err);
-	if (reason > 0)
-		cJSON_AddStringToObject(r, "reason", omni_reason_name(reason));
-	cJSON_AddStringToObject(r, "stdout", "");
-	cJSON_AddStringToObject(r, "stderr", "");
-	return r;
 }

@@ -71,9 +71,4 @@ void job_release(struct job *j);
 /* Frees a job that never ran and will not be answered (NULL is fine). */
 void job_free(struct job *j);
 
-/* A failed reply: ok false, error text, errno err, the reason's name, and
- * empty stdout/stderr.  Caller owns it. */
-cJSON *job_fail_reply(int reason, int err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
 #endif

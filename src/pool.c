@@ -11,6 +11,7 @@
 #include "cgroup.h"
 #include "logx.h"
 #include "omnipkg.h"
+#include "proto.h"
 #include "pool.h"
 #include "router.h"
 #include "shm.h"
@@ -106,14 +107,14 @@ static struct worker *pool_worker_for(struct pool *p, const struct route *rt, in
 			    strcmp(w->py.path, rt->py.path) == 0 && strcmp(w->tag, rt->tag) == 0)
 				return w;
 	if (live_count(p) >= p->cfg->max_workers && evict_lru_idle(p) < 0) {
-		*reply = job_fail_reply(OMNI_REASON_BUSY, EBUSY, "all %d workers are busy (max_workers); "
+		*reply = proto_reply_error(EBUSY, OMNI_REASON_BUSY, "all %d workers are busy (max_workers); "
 					"try again later or raise max_workers", p->cfg->max_workers);
 		return NULL;
 	}
 	w = worker_new(&p->env, ++p->next_serial, rt->spec, &rt->py, rt->tag, (char (*)[4096])rt->paths,
 		       rt->npaths, once);
 	if (!w) {
-		*reply = job_fail_reply(OMNI_REASON_SPAWN, errno, "cannot start a worker: %s", strerror(errno));
+		*reply = proto_reply_error(errno, OMNI_REASON_SPAWN, "cannot start a worker: %s", strerror(errno));
 		return NULL;
 	}
 	w->next = p->workers;
@@ -129,7 +130,7 @@ static void pool_place(struct pool *p, struct job *j)
 	int r;
 
 	if (!rt) {
-		if (!job_finish(j, job_fail_reply(OMNI_REASON_NOMEM, ENOMEM, "out of memory"), NULL))
+		if (!job_finish(j, proto_reply_error(ENOMEM, OMNI_REASON_NOMEM, "out of memory"), NULL))
 			p->cnt.jobs_failed++;
 		return;
 	}
@@ -157,12 +158,12 @@ uint64_t pool_submit(struct pool *p, const struct job_req *r, job_done_cb cb, vo
 	p->cnt.jobs_total++;
 	if (!j) {
 		p->cnt.jobs_failed++;
-		cb(job_fail_reply(OMNI_REASON_NOMEM, ENOMEM, "out of memory"), ud);
+		cb(proto_reply_error(ENOMEM, OMNI_REASON_NOMEM, "out of memory"), ud);
 		return 0;
 	}
 	if (r->nsegments > 0 && (!p->shm || job_lease(j, p->shm, r, err, sizeof err) < 0)) {
 		p->cnt.jobs_failed++;
-		job_finish(j, job_fail_reply(OMNI_REASON_NOSEGMENT, ENOENT, "%s",
+		job_finish(j, proto_reply_error(ENOENT, OMNI_REASON_NOSEGMENT, "%s",
 					     p->shm ? err : "no shared segments here"), NULL);
 		return id;
 	}

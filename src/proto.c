@@ -507,7 +507,7 @@ int proto_decode(const char *payload, size_t plen, cJSON **out, uint64_t *id,
 	return op;
 }
 
-cJSON *proto_reply_error(int err, const char *reason, const char *fmt, ...)
+cJSON *proto_reply_error(int err, int reason, const char *fmt, ...)
 {
 	cJSON *r = cJSON_CreateObject();
 	char msg[4096];
@@ -520,7 +520,7 @@ cJSON *proto_reply_error(int err, const char *reason, const char *fmt, ...)
 	cJSON_AddStringToObject(r, "error", msg);
 	if (err)
 		cJSON_AddNumberToObject(r, "errno", err);
-	if (reason)
-		cJSON_AddStringToObject(r, "reason", reason);
+	if (reason > 0 && omni_reason_name(reason))
+		cJSON_AddStringToObject(r, "reason", omni_reason_name(reason));
 	return r;
 }

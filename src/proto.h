@@ -151,10 +151,11 @@ int proto_utf8_valid(const char *s, size_t n);
 size_t proto_json_size(const cJSON *item);
 
 /*
- * A failed reply: {"ok": false, "error": <text>, "errno": err} and, when
- * reason is not NULL, "reason".  Caller owns it.
+ * A failed reply, the one builder of them all: {"ok": false, "error":
+ * <text>, "errno": err (when not 0), "reason": <the name of reason, an
+ * enum omni_reason> (when not 0)}.  Caller owns it.
  */
-cJSON *proto_reply_error(int err, const char *reason, const char *fmt, ...)
+cJSON *proto_reply_error(int err, int reason, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
 /* Op name for a number and back; NULL / -1 when unknown. */

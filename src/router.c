@@ -10,6 +10,7 @@
 #include "bubble.h"
 #include "logx.h"
 #include "omnipkg.h"
+#include "proto.h"
 #include "router.h"
 
 #define PROBE_TIMEOUT 10.0
@@ -163,11 +164,11 @@ int router_resolve(struct router *r, struct job *j, struct route *out, cJSON **r
 
 	*reply = NULL;
 	if (spec_parse(j->spec, strlen(j->spec), &s, err, sizeof err) < 0) {
-		*reply = job_fail_reply(OMNI_REASON_BADSPEC, EINVAL, "bad spec: %s", err);
+		*reply = proto_reply_error(EINVAL, OMNI_REASON_BADSPEC, "bad spec: %s", err);
 		return -EINVAL;
 	}
 	if (strlen(j->tag) >= sizeof out->tag) {
-		*reply = job_fail_reply(OMNI_REASON_BADSPEC, EINVAL, "tag longer than %d bytes",
+		*reply = proto_reply_error(EINVAL, OMNI_REASON_BADSPEC, "tag longer than %d bytes",
 					ROUTER_TAG_MAX - 1);
 		return -EINVAL;
 	}
@@ -176,7 +177,7 @@ int router_resolve(struct router *r, struct job *j, struct route *out, cJSON **r
 		struct probe *p = probe_find(r, j->python);
 
 		if (!p && !(p = probe_start(r, j->python, err, sizeof err))) {
-			*reply = job_fail_reply(OMNI_REASON_NOPYTHON, ENOENT, "%s", err);
+			*reply = proto_reply_error(ENOENT, OMNI_REASON_NOPYTHON, "%s", err);
 			return -ENOENT;
 		}
 		if (!p->done) {
@@ -185,17 +186,17 @@ int router_resolve(struct router *r, struct job *j, struct route *out, cJSON **r
 			return -EINPROGRESS;
 		}
 		if (!p->ok) {
-			*reply = job_fail_reply(OMNI_REASON_NOPYTHON, ENOENT, "%s", p->err);
+			*reply = proto_reply_error(ENOENT, OMNI_REASON_NOPYTHON, "%s", p->err);
 			return -ENOENT;
 		}
 		out->py = p->py;
 	} else if (n < 0) {
-		*reply = job_fail_reply(OMNI_REASON_NOPYTHON, ENOENT, "%s", err);
+		*reply = proto_reply_error(ENOENT, OMNI_REASON_NOPYTHON, "%s", err);
 		return -ENOENT;
 	}
 	n = bubble_resolve(r->home, &out->py, &s, out->paths, err, sizeof err);
 	if (n < 0) {
-		*reply = job_fail_reply(OMNI_REASON_NOBUBBLE, ENOENT, "%s", err);
+		*reply = proto_reply_error(ENOENT, OMNI_REASON_NOBUBBLE, "%s", err);
 		return -ENOENT;
 	}
 	out->npaths = n;
@@ -261,7 +262,7 @@ void router_shutdown(struct router *r)
 		p->done = 1;
 		while ((j = p->parked)) {
 			p->parked = j->next;
-			job_finish(j, job_fail_reply(OMNI_REASON_SHUTDOWN, ESHUTDOWN,
+			job_finish(j, proto_reply_error(ESHUTDOWN, OMNI_REASON_SHUTDOWN,
 						     "the daemon is shutting down"), NULL);
 		}
 	}

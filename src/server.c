@@ -178,7 +178,7 @@ static void conn_reply(struct conn *c, uint64_t id, cJSON *reply)
 
 /* A failed reply to id with a reason of OMNI_REASONS (omnipkg.h). */
 #define conn_error(c, id, err, reason, ...) \
-	conn_reply(c, id, proto_reply_error(err, omni_reason_name(OMNI_REASON_##reason), __VA_ARGS__))
+	conn_reply(c, id, proto_reply_error(err, OMNI_REASON_##reason, __VA_ARGS__))
 
 static void conn_unref(struct conn *c)
 {
@@ -347,7 +347,7 @@ static void conn_request(struct conn *c, const char *pl, size_t len)
 	int op = proto_decode(pl, len, &req, &id, err, sizeof err);
 
 	if (op < 0) {
-		conn_reply(c, id, proto_reply_error(-op, omni_reason_name(proto_reason(op)), "%s", err));
+		conn_reply(c, id, proto_reply_error(-op, proto_reason(op), "%s", err));
 		return;
 	}
 	switch (op) {
@@ -454,7 +454,7 @@ static void conn_io(struct loop *l, int fd, uint32_t ev, void *ud)
 	if (c->closed)
 		return;
 	if (n < 0) {
-		conn_reply(c, 0, proto_reply_error(-n, omni_reason_name(proto_reason(n)),
+		conn_reply(c, 0, proto_reply_error(-n, proto_reason(n),
 						   "bad frame: %s; closing the connection",
 						   n == -EMSGSIZE ? "larger than the protocol allows" : "empty"));
 		if (!c->closed)

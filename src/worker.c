@@ -84,7 +84,7 @@ static void fail_queue(struct worker *w, int reason, const char *why)
 		struct job *j = w->qhead;
 
 		w->qhead = j->next;
-		finish(w, j, job_fail_reply(reason, ECHILD, "%s", why));
+		finish(w, j, proto_reply_error(ECHILD, reason, "%s", why));
 	}
 	w->qtail = NULL;
 	w->qlen = 0;
@@ -158,7 +158,7 @@ static void worker_settle(struct worker *w)
 
 	if (w->cur) {
 		int sig = w->reaped && WIFSIGNALED(w->status);
-		cJSON *r = job_fail_reply(sig ? OMNI_REASON_SIGNAL : OMNI_REASON_EXIT, 0, "%s", why);
+		cJSON *r = proto_reply_error(0, sig ? OMNI_REASON_SIGNAL : OMNI_REASON_EXIT, "%s", why);
 
 		if (sig)
 			cJSON_AddNumberToObject(r, "signal", WTERMSIG(w->status));
@@ -236,7 +236,7 @@ static void worker_timeout(struct loop *l, void *ud)
 	w->env->cnt->timeouts++;
 	logx(LOGX_WARN, "job %llu on %s timed out after %g s; worker %d killed",
 	     (unsigned long long)j->id, w->spec, j->timeout, (int)w->pid);
-	worker_abort(w, job_fail_reply(OMNI_REASON_TIMEOUT, ETIMEDOUT,
+	worker_abort(w, proto_reply_error(ETIMEDOUT, OMNI_REASON_TIMEOUT,
 				       "timeout: the job ran longer than %g s; its worker was killed",
 				       j->timeout));
 }
@@ -249,7 +249,7 @@ int worker_cancel(struct worker *w, uint64_t id)
 		w->env->cnt->cancelled++;
 		loop_timer_cancel(w->env->loop, w->tmo);
 		w->tmo = NULL;
-		worker_abort(w, job_fail_reply(OMNI_REASON_CANCELLED, ECANCELED,
+		worker_abort(w, proto_reply_error(ECANCELED, OMNI_REASON_CANCELLED,
 					       "cancelled while running; its worker was killed"));
 		return 1;
 	}
@@ -263,7 +263,7 @@ int worker_cancel(struct worker *w, uint64_t id)
 			w->qtail = prev;
 		w->qlen--;
 		w->env->cnt->cancelled++;
-		finish(w, j, job_fail_reply(OMNI_REASON_CANCELLED, ECANCELED, "cancelled before it ran"));
+		finish(w, j, proto_reply_error(ECANCELED, OMNI_REASON_CANCELLED, "cancelled before it ran"));
 		return 1;
 	}
 	return 0;
@@ -439,7 +439,7 @@ void worker_shutdown(struct worker *w)
 
 	w->cur = NULL;
 	if (j)
-		finish(w, j, job_fail_reply(OMNI_REASON_SHUTDOWN, ESHUTDOWN, "the daemon is shutting down"));
+		finish(w, j, proto_reply_error(ESHUTDOWN, OMNI_REASON_SHUTDOWN, "the daemon is shutting down"));
 	fail_queue(w, OMNI_REASON_SHUTDOWN, "the daemon is shutting down");
 	worker_kill(w);
 	w->state = W_DEAD;
