@@ -400,14 +400,24 @@ class ClientTest(unittest.TestCase):
                 c.execute("base", "x")
         self.assertIn("status 3", str(cm.exception))
 
+    def test_start_refuses_a_socket_name_the_daemon_never_uses(self):
+        marker = os.path.join(self.tmp, "started")
+        binary = self.write_fake_binary("open(%r, 'w').close()\n" % marker)
+        with mock.patch.dict(os.environ, {"OMNIPKGD": binary, "OMNIPKG_DAEMON_CHILD": ""}):
+            with self.assertRaises(omc.DaemonStartError) as cm:
+                omc.start_daemon(os.path.join(self.tmp, "other.sock"))
+        self.assertIn("OMNIPKG_RUNTIME_DIR", str(cm.exception))
+        self.assertFalse(os.path.exists(marker))
+
     def test_auto_start(self):
-        # A stand-in for `omnipkgd --daemon`: forks a server on $OMNIPKG_SOCKET
-        # that answers hello and exec, and returns once the socket accepts.
+        # A stand-in for `omnipkgd --daemon`: forks a server on
+        # $OMNIPKG_RUNTIME_DIR/omnipkgd.sock, as omnipkgd does, that answers
+        # hello and exec, and returns once the socket accepts.
         pidfile = os.path.join(self.tmp, "pid")
         binary = self.write_fake_binary("""
             import json, os, socket, struct, sys
             assert sys.argv[1:] == ["--daemon"], sys.argv
-            path = os.environ["OMNIPKG_SOCKET"]
+            path = os.path.join(os.environ["OMNIPKG_RUNTIME_DIR"], "omnipkgd.sock")
             s = socket.socket(socket.AF_UNIX)
             s.bind(path)
             s.listen(4)
@@ -432,7 +442,8 @@ class ClientTest(unittest.TestCase):
                         os._exit(0)
                 c.close()
             """ % pidfile)
-        path = os.path.join(self.tmp, "auto.sock")
+        os.mkdir(os.path.join(self.tmp, "auto"), 0o700)
+        path = os.path.join(self.tmp, "auto", "omnipkgd.sock")
         with mock.patch.dict(os.environ, {"OMNIPKGD": binary, "OMNIPKG_DAEMON_CHILD": ""}):
             c = DaemonClient(socket_path=path, timeout=5, auto_start=True)
             self.addCleanup(c.close)

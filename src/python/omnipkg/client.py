@@ -134,13 +134,18 @@ def find_daemon():
 
 def start_daemon(socket_path=None):
     """Runs `omnipkgd --daemon` (it returns once its socket accepts), then
-    waits briefly until socket_path answers.  A non-default socket path is
-    passed to the daemon as $OMNIPKG_SOCKET.  Raises DaemonStartError."""
+    waits briefly until socket_path answers.  The daemon listens on
+    <runtime dir>/omnipkgd.sock: a socket path elsewhere is started by
+    giving the daemon its directory as $OMNIPKG_RUNTIME_DIR, and a socket
+    of another name cannot be.  Raises DaemonStartError."""
     if in_worker():
         raise DaemonStartError("not starting omnipkgd from inside a worker "
                                "(OMNIPKG_DAEMON_CHILD=1)")
     default = default_socket_path()
     path = socket_path or default
+    if path != default and os.path.basename(path) != "omnipkgd.sock":
+        raise DaemonStartError("omnipkgd listens on <runtime dir>/omnipkgd.sock, not %s: "
+                               "set $OMNIPKG_RUNTIME_DIR instead" % path)
     try:
         _trust_dir(path)     # never start a daemon into a directory not ours
     except FileNotFoundError:
@@ -150,7 +155,7 @@ def start_daemon(socket_path=None):
         raise DaemonStartError("omnipkgd not found: set $OMNIPKGD or put omnipkgd on PATH")
     env = dict(os.environ)
     if path != default:
-        env["OMNIPKG_SOCKET"] = path
+        env["OMNIPKG_RUNTIME_DIR"] = os.path.dirname(os.path.abspath(path))
     try:
         # The daemon's own error messages still reach our stderr.
         r = subprocess.run([binary, "--daemon"], stdin=subprocess.DEVNULL,
