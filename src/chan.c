@@ -61,14 +61,7 @@ int chan_fill(struct chan *c)
 
 long chan_frame(struct chan *c, const char **p, size_t *len)
 {
-	if (c->rlen >= PROTO_HDR) {
-		const unsigned char *h = (const unsigned char *)c->rbuf;
-		size_t n = (size_t)h[0] << 24 | (size_t)h[1] << 16 | (size_t)h[2] << 8 | h[3];
-
-		if (n > c->max)
-			return -EMSGSIZE;
-	}
-	return proto_frame_parse(c->rbuf, c->rlen, p, len);
+	return proto_frame_parse_max(c->rbuf, c->rlen, c->max, p, len);
 }
 
 void chan_drop(struct chan *c, size_t n)

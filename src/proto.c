@@ -133,6 +133,12 @@ int proto_reason(int rc)
 
 long proto_frame_parse(const char *buf, size_t len, const char **payload, size_t *plen)
 {
+	return proto_frame_parse_max(buf, len, PROTO_MAX_FRAME, payload, plen);
+}
+
+long proto_frame_parse_max(const char *buf, size_t len, size_t max, const char **payload,
+			   size_t *plen)
+{
 	const unsigned char *p = (const unsigned char *)buf;
 	uint32_t n;
 
@@ -143,7 +149,7 @@ long proto_frame_parse(const char *buf, size_t len, const char **payload, size_t
 	 * the reader buffers anything for it. */
 	if (n == 0)
 		return -EBADMSG;
-	if (n > PROTO_MAX_FRAME)
+	if (n > PROTO_MAX_FRAME || n > max)
 		return -EMSGSIZE;
 	if (len - PROTO_HDR < n)
 		return 0;

@@ -106,6 +106,9 @@ enum proto_op {
  * -EMSGSIZE for a length over PROTO_MAX_FRAME; -EBADMSG for length 0.
  */
 long proto_frame_parse(const char *buf, size_t len, const char **payload, size_t *plen);
+/* The same with a lower bound than PROTO_MAX_FRAME on the payload. */
+long proto_frame_parse_max(const char *buf, size_t len, size_t max, const char **payload,
+			   size_t *plen);
 
 /* Writes the 4-byte header for a payload of plen bytes; -EMSGSIZE if too big. */
 int proto_frame_hdr(unsigned char hdr[PROTO_HDR], size_t plen);

@@ -74,6 +74,20 @@ static void test_parse_oversize(void)
 	CU_ASSERT_EQUAL(proto_frame_parse((const char *)huge, 4, &p, &plen), -EMSGSIZE);
 }
 
+/* A channel's own bound, judged from the header before the body comes. */
+static void test_parse_lower_bound(void)
+{
+	const char eleven[4] = { 0, 0, 0, 11 };
+	const char ten[14] = { 0, 0, 0, 10, '"', '1', '2', '3', '4', '5', '6', '7', '8', '"' };
+	const char *p;
+	size_t plen;
+
+	CU_ASSERT_EQUAL(proto_frame_parse_max(eleven, 4, 10, &p, &plen), -EMSGSIZE);
+	CU_ASSERT_EQUAL(proto_frame_parse_max(ten, sizeof ten, 10, &p, &plen), 14);
+	CU_ASSERT_EQUAL(plen, 10);
+	CU_ASSERT_EQUAL(proto_frame_parse_max(ten, 8, 10, &p, &plen), 0);
+}
+
 static void test_parse_zero_length(void)
 {
 	const char zero[6] = { 0, 0, 0, 0, '{', '}' };
@@ -528,6 +542,7 @@ int main(void)
 	CU_add_test(s, "hello features", test_features);
 	CU_add_test(s, "cancel arguments", test_args_cancel);
 	CU_add_test(s, "NUL escape refused", test_nul_escape_refused);
+	CU_add_test(s, "frame under a channel's bound", test_parse_lower_bound);
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	CU_basic_run_tests();
 	fails = CU_get_number_of_failures();
