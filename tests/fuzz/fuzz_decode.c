@@ -1,12 +1,14 @@
 /*
  * fuzz_decode.c - libFuzzer harness for proto_decode: a request is either
- * refused with a reason, or accepted as an object whose version, id and op
- * say what proto_decode returned.
+ * refused with a reason (a known error that maps to a reason of the
+ * table), or accepted as an object whose version, id and op say what
+ * proto_decode returned.
  */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include "omnipkg.h"
 #include "proto.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -23,7 +25,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	op = proto_decode((const char *)data, size, &msg, &id, err, sizeof(err));
 	if (op < 0) {
 		if (msg || !err[0] || memchr(err, '\0', sizeof(err)) == NULL ||
-		    (op != -EBADMSG && op != -EPROTONOSUPPORT && op != -EOPNOTSUPP))
+		    (op != -EBADMSG && op != -EPROTONOSUPPORT && op != -EOPNOTSUPP &&
+		     op != -EINVAL && op != -EILSEQ && op != -EMSGSIZE && op != -ENOMEM))
+			abort();
+		if (!omni_reason_name(proto_reason(op)) || proto_reason(op) == 0)
 			abort();
 		return 0;
 	}
