@@ -125,20 +125,53 @@ int cgroup_add(const char *path, pid_t pid)
 	return write_file(path, "cgroup.procs", buf);
 }
 
-int cgroup_kill_others(const char *path, pid_t keep)
+int cgroup_open_procs(const char *path)
 {
 	char file[PATH_MAX + 16];
-	FILE *f;
-	int pid, n = 0;
+	int fd;
 
 	snprintf(file, sizeof file, "%s/cgroup.procs", path);
-	f = fopen(file, "re");
-	if (!f)
-		return -errno;
-	while (fscanf(f, "%d", &pid) == 1)
-		if (pid != keep && kill(pid, SIGKILL) == 0)
+	fd = open(file, O_RDONLY | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+int cgroup_kill_others(int procs_fd, pid_t keep)
+{
+	char stack[1024], *buf = stack, *more;
+	size_t cap = sizeof stack, len = 0;
+	ssize_t got;
+	int n = 0;
+
+	for (;;) {
+		got = pread(procs_fd, buf + len, cap - 1 - len, (off_t)len);
+		if (got < 0) {
+			n = -errno;
+			goto out;
+		}
+		len += (size_t)got;
+		if (got == 0 || len < cap - 1)
+			break;
+		more = malloc(cap * 2);   /* a job left many processes behind */
+		if (!more)
+			break;
+		memcpy(more, buf, len);
+		if (buf != stack)
+			free(buf);
+		buf = more;
+		cap *= 2;
+	}
+	buf[len] = 0;
+	for (char *p = buf, *end; *p; p = end) {
+		long pid = strtol(p, &end, 10);
+
+		if (end == p)
+			break;
+		if (pid > 0 && pid != keep && kill((pid_t)pid, SIGKILL) == 0)
 			n++;
-	fclose(f);
+	}
+out:
+	if (buf != stack)
+		free(buf);
 	return n;
 }
 
@@ -147,7 +180,15 @@ int cgroup_kill(const char *path)
 	int r = write_file(path, "cgroup.kill", "1");
 
 	/* Kernels before 5.14 have no cgroup.kill. */
-	return r == -ENOENT ? (cgroup_kill_others(path, 0) < 0 ? -errno : 0) : r;
+	if (r == -ENOENT) {
+		int fd = cgroup_open_procs(path);
+
+		if (fd < 0)
+			return fd;
+		r = cgroup_kill_others(fd, 0);
+		close(fd);
+	}
+	return r < 0 ? r : 0;
 }
 
 int cgroup_remove(const char *path)

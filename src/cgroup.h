@@ -6,7 +6,8 @@
  *   cgroup_init(base, sizeof base)        // <cgroup2 mount><our cgroup>/omnipkgd.<pid>
  *   cgroup_make(base, "w12", path, n)     // one per worker
  *   cgroup_add(path, pid)                 // the worker, once it is ready
- *   cgroup_kill_others(path, pid)         // after each job: all but the worker
+ *   fd = cgroup_open_procs(path)          // kept open: read after every job
+ *   cgroup_kill_others(fd, pid)           // after each job: all but the worker
  *   cgroup_kill(path); cgroup_remove(path)
  *
  * Where no writable cgroup2 hierarchy exists, cgroup_init fails and the
@@ -23,8 +24,11 @@
 int cgroup_init(char *base, size_t n);
 int cgroup_make(const char *base, const char *name, char *path, size_t n);
 int cgroup_add(const char *path, pid_t pid);
-/* Kills (SIGKILL) every process of the group but keep; the number killed or -errno. */
-int cgroup_kill_others(const char *path, pid_t keep);
+/* The group's cgroup.procs, opened for cgroup_kill_others; fd or -errno. */
+int cgroup_open_procs(const char *path);
+/* Kills (SIGKILL) every process listed by procs_fd but keep; the number
+ * killed or -errno.  One pread of a small file: cheap enough per job. */
+int cgroup_kill_others(int procs_fd, pid_t keep);
 /* Kills every process of the group; 0 or -errno. */
 int cgroup_kill(const char *path);
 /* Removes the (empty) group: 0, -EBUSY while processes remain, or -errno. */

@@ -68,6 +68,8 @@ void worker_free(struct worker *w)
 	w->zwait = NULL;
 	loop_timer_cancel(w->env->loop, w->tmo);
 	worker_close_channel(w);
+	if (w->cg_procs >= 0)
+		close(w->cg_procs);
 	if (w->cgroup[0]) {
 		cgroup_kill(w->cgroup);
 		if (cgroup_remove(w->cgroup) < 0)
@@ -280,9 +282,12 @@ static void worker_on_ready(struct worker *w, cJSON *m)
 	w->ever_ready = 1;
 	loop_timer_cancel(w->env->loop, w->tmo);
 	w->tmo = NULL;
-	if (w->cgroup[0] && cgroup_add(w->cgroup, w->pid) < 0) {
+	if (w->cgroup[0] && (cgroup_add(w->cgroup, w->pid) < 0 ||
+			     (w->cg_procs = cgroup_open_procs(w->cgroup)) < 0)) {
 		logx(LOGX_WARN, "worker %d: cannot join %s; its children are tracked through /proc",
 		     (int)w->pid, w->cgroup);
+		w->cg_procs = -1;
+		cgroup_kill(w->cgroup);
 		cgroup_remove(w->cgroup);
 		w->cgroup[0] = 0;
 	}
@@ -309,8 +314,8 @@ static void worker_on_done(struct worker *w, cJSON *m)
 	w->last_used = loop_now();
 	w->state = W_IDLE;
 	/* Nothing a job starts outlives it. */
-	if (w->cgroup[0]) {
-		int n = cgroup_kill_others(w->cgroup, w->pid);
+	if (w->cg_procs >= 0) {
+		int n = cgroup_kill_others(w->cg_procs, w->pid);
 
 		if (n > 0) {
 			w->env->cnt->leftovers_killed += n;
@@ -470,6 +475,7 @@ struct worker *worker_new(const struct wenv *env, uint64_t serial, const char *s
 	w->env = env;
 	w->serial = serial;
 	w->fd = -1;
+	w->cg_procs = -1;
 	snprintf(w->spec, sizeof w->spec, "%s", spec);
 	snprintf(w->tag, sizeof w->tag, "%s", tag ? tag : "");
 	w->py = *py;

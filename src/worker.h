@@ -75,6 +75,7 @@ struct worker {
 	int via_zygote;
 	struct spawner_wait *zwait; /* waiting for a zygote */
 	char cgroup[PATH_MAX];    /* "" when none */
+	int cg_procs;             /* its cgroup.procs, open once the worker joined; -1 */
 	struct job *cur, *qhead, *qtail;
 	int qlen;
 	struct loop_timer *tmo;   /* spawn or job timeout, or death grace once dead */
