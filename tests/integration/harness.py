@@ -101,6 +101,30 @@ def all_pids():
     return [int(n) for n in os.listdir("/proc") if n.isdigit()]
 
 
+def mounts_below(path):
+    """Mount points at or below path (deepest first)."""
+    path = os.path.realpath(path)
+    found = []
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) < 2:
+                continue
+            mp = fields[1].replace("\\040", " ")
+            if mp == path or mp.startswith(path + "/"):
+                found.append(mp)
+    return sorted(found, key=len, reverse=True)
+
+
+def unmount_below(path):
+    """Detaches every mount at or below path; returns the mount points."""
+    found = mounts_below(path)
+    for mp in found:
+        subprocess.run(["umount", "-l", mp], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return found
+
+
 def build_lockdemo(python, home):
     """Builds the lockdemo-1.0 and lockdemo-2.0 bubbles for python under
     home (tests/ext/build_ext.sh); returns their two directories."""
@@ -241,6 +265,9 @@ class DaemonFixture:
                            stderr=subprocess.DEVNULL)
         if os.path.exists(self.socket):
             problems.append("socket %s left behind" % self.socket)
+        # The daemon's own tmpfs for shared segments goes with it.
+        for mp in unmount_below(self.runtime):
+            problems.append("mount %s left behind" % mp)
         if self._log:
             self._log.close()
             self._log = None
@@ -260,6 +287,9 @@ class DaemonFixture:
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(30)
         self.proc = None
+        # A killed daemon cannot unmount its shared memory tmpfs; the next
+        # one on this runtime dir would, but a test's dir has no next one.
+        unmount_below(self.runtime)
         if self._log:
             self._log.close()
             self._log = None

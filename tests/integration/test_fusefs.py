@@ -29,7 +29,7 @@ import threading
 import time
 import unittest
 
-from harness import DaemonFixture, find_pythons
+from harness import DaemonFixture, find_pythons, unmount_below
 
 TIMEOUT = 60.0
 PYTHONS = find_pythons(("3.11", "3.12", "3.13", "3.10", "3.9"))
@@ -187,6 +187,7 @@ class MountCase(unittest.TestCase):
             problems = self.d.stop()
         else:
             problems = self.d.reap_leftovers() + self.d.sanitizer_reports()
+            unmount_below(self.d.runtime)   # a dead daemon's shm tmpfs
             if self.d.proc is not None:
                 self.d._kill_group()
                 self.d.proc = None
