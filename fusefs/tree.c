@@ -60,6 +60,11 @@ static int has_bubble(struct tree *t, const char *spec, const struct interp *py)
 	return s.n == 0 || bubble_resolve(core_home(t->core), py, &s, paths, NULL, 0) >= 0;
 }
 
+static int worker_is(const struct pool_worker_info *w, void *ud)
+{
+	return w->pid > 0 && (uint64_t)w->pid == *(const uint64_t *)ud;
+}
+
 /* ---- generated content ---- */
 
 char *tree_ctl_text(struct tree *t)
@@ -237,7 +242,6 @@ int tree_lookup(struct tree *t, fuse_ino_t parent, const char *name, fuse_ino_t 
 	struct spec s;
 	uint64_t num;
 	char path[PATH_MAX];
-	cJSON *all;
 
 	switch (kind) {
 	case K_ROOT:
@@ -282,10 +286,7 @@ int tree_lookup(struct tree *t, fuse_ino_t parent, const char *name, fuse_ino_t 
 	case K_WORKERS:
 		if (parse_u64(name, &num) < 0)
 			break;
-		all = num <= INT32_MAX ? core_worker_json(t->core, (pid_t)num) : NULL;
-		f = all != NULL;
-		cJSON_Delete(all);
-		if (!f)
+		if (!core_each_worker(t->core, worker_is, &num))
 			break;
 		return tree_ref(t, parent, name, K_WORKER, NULL, NULL, 0, num, 0, ino, timeout);
 	case K_WORKER:
@@ -340,6 +341,16 @@ static int list_job(struct fsjob *j, void *ud)
 	return dents_add(ud, id, S_IFDIR) != 0;
 }
 
+static int list_worker(const struct pool_worker_info *w, void *ud)
+{
+	char pid[32];
+
+	if (w->pid <= 0)
+		return 0;   /* not started yet: no directory */
+	snprintf(pid, sizeof pid, "%d", (int)w->pid);
+	return dents_add(ud, pid, S_IFDIR) != 0;
+}
+
 static int list_shm(const struct shm_info *seg, void *ud)
 {
 	return dents_add(ud, seg->name, S_IFLNK) != 0;
@@ -368,7 +379,6 @@ int tree_list(struct tree *t, fuse_ino_t ino, struct tree_dir *h)
 {
 	struct node *n;
 	int kind = tree_kind(t, ino, &n);
-	cJSON *all, *w;
 
 	memset(h, 0, sizeof *h);
 	dents_add(h, ".", S_IFDIR);
@@ -405,17 +415,7 @@ int tree_list(struct tree *t, fuse_ino_t ino, struct tree_dir *h)
 		list_pythons(t, h, NULL);
 		break;
 	case K_WORKERS:
-		all = core_workers_json(t->core);
-		cJSON_ArrayForEach(w, all) {
-			const cJSON *p = cJSON_GetObjectItemCaseSensitive(w, "pid");
-			char pid[32];
-
-			if (cJSON_IsNumber(p)) {
-				snprintf(pid, sizeof pid, "%.0f", p->valuedouble);
-				dents_add(h, pid, S_IFDIR);
-			}
-		}
-		cJSON_Delete(all);
+		core_each_worker(t->core, list_worker, h);
 		break;
 	case K_WORKER:
 		dents_add(h, "status", S_IFREG);

@@ -179,6 +179,12 @@ static int add_worker(const struct pool_worker_info *w, void *ud)
 	return 0;
 }
 
+int core_each_worker(struct core *c, int (*cb)(const struct pool_worker_info *w, void *ud),
+		     void *ud)
+{
+	return pool_each_worker(c->pool, cb, ud);
+}
+
 cJSON *core_workers_json(struct core *c)
 {
 	struct worker_q q = { .into = cJSON_CreateArray() };

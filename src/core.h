@@ -55,6 +55,10 @@ cJSON *core_status_json(struct core *c);
 /* [{spec, python, version, tag, pid, state, jobs, queued, rss_kb, idle_s,
  *   start_ms, started_by, once}]; caller deletes. */
 cJSON *core_workers_json(struct core *c);
+/* Calls cb for each live worker (see pool.h) until it returns nonzero;
+ * returns that value. */
+int core_each_worker(struct core *c, int (*cb)(const struct pool_worker_info *w, void *ud),
+		     void *ud);
 /* One worker as above, or NULL; caller deletes. */
 cJSON *core_worker_json(struct core *c, pid_t pid);
 /* [{name, version, path, tag, source, default, short_name_target}]; caller deletes. */
