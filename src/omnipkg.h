@@ -144,7 +144,8 @@ OMNI_API int omni_daemon_start(const char *socket_path, char *err, size_t errlen
 	X(QUOTA,    15, "quota",     REFUSED) /* over the shared-memory quota */       \
 	X(SPAWN,    16, "spawn",     SYSTEM) /* the worker could not start */          \
 	X(SHUTDOWN, 17, "shutdown",  SYSTEM) /* the daemon is stopping */              \
-	X(NOMEM,    18, "nomem",     SYSTEM) /* out of memory or descriptors */
+	X(NOMEM,    18, "nomem",     SYSTEM) /* out of memory or descriptors */ \
+	X(LEASED,   19, "leased",    REFUSED) /* a job uses that segment */
 
 enum omni_reason {
 	OMNI_REASON_NONE = 0,

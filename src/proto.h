@@ -23,8 +23,32 @@
  *   1 hello     -> daemon, version, proto, pid, features (op names, "op.arg"
  *                  for each optional argument, capability words)
  *   2 exec      spec (string), code (string), [python (string), timeout
- *               (number, s), tag (string), once (bool)]; optional ones may
- *               be null
+ *               (number, s), tag (string), once (bool), arrays (array),
+ *               bind (object)]; optional ones may be null
+ *               arrays: up to 64 views of shared segments, bound as globals
+ *               before the code runs (numpy ndarrays; a typed memoryview
+ *               where the worker has no numpy):
+ *                 {"name": identifier, "segment": segment name,
+ *                  "dtype": numpy type string ("<f4", ">i8", "|u1", "<c16")
+ *                           or name ("float32", "int64", "bool"),
+ *                  "shape": [n, ...] (0..32 dims, each >= 0),
+ *                  "offset": bytes (default 0),
+ *                  "strides": [bytes, ...] (default C order; may be
+ *                             negative or Fortran order),
+ *                  "access": "in"|"out"|"inout" (default "inout")}
+ *               each checked against the registry before any code runs: the
+ *               segment exists and is this client's or persistent, every
+ *               byte the view can reach lies inside it, the dtype is a plain
+ *               fixed-size type, offset and strides are multiples of its
+ *               alignment; a bad one is refused (badarg, or nosegment)
+ *               naming the array and the field.  The job leases each
+ *               segment until it ends.
+ *               bind: {identifier: any JSON value} bound as globals as is
+ *               (never pasted into source).
+ *               A `result` that is a numpy array comes back as
+ *               result_array {segment, dtype, shape, strides, offset}: a
+ *               view of a segment it already lived in, or a new segment
+ *               owned by this client (never JSON).
  *               -> ok, stdout, stderr, stdout_bytes, stderr_bytes,
  *                  stdout_truncated, stderr_truncated, result (when the code
  *                  set `result`), error, traceback, reason (a name of
@@ -32,7 +56,8 @@
  *                  (canonical), python (path), python_version, tag, and for
  *                  the job that started its worker worker_start_ms and
  *                  started_by ("zygote"|"exec"); signal or exit_code when
- *                  the worker died
+ *                  the worker died; result_array {segment, dtype, shape,
+ *                  strides, offset} when `result` was a numpy array
  *   3 status    -> pid, version, proto, uptime, home, runtime_dir, socket,
  *                  clients, workers, jobs, jobs_failed, workers_started,
  *                  crashes, timeouts, cancelled, leftovers_killed,
@@ -49,16 +74,41 @@
  *               -> {} once that job has been failed with reason
  *                  "cancelled" (a running one's worker is killed); errno
  *                  ENOENT when it is not queued or running
+ * *   9 shm_create  size (number, bytes), [name (string), persist (bool),
+ *               dtype (string), shape (array)]: dtype and shape only
+ *               describe the contents (shown by shm_list and the mount)
+ *               -> segment {name, id, gen, size, path}: a new segment,
+ *                  pages reserved (quota: reason "quota"; a name in use:
+ *                  EEXIST).  Without a name the daemon picks one.  It
+ *                  belongs to this connection and goes when it closes
+ *                  (once no job leases it), unless persist is true.
+ *  10 shm_list  -> segments: [{name, id, gen, size, leases, persist, path,
+ *                  dtype, shape (when known)}]
+ *  11 shm_remove  name (string) -> {}; a segment a job leases is refused
+ *                  (reason "leased"), an unknown one "nosegment"
  *
  * Worker channel (the worker runtime: src/worker/omniworker):
  *   worker -> daemon  {"op":"ready", "pid":n, "python":"3.11.7", "executable":s}
  *                     (a zygote adds "zygote":true)
- *   daemon -> worker  {"op":"exec", "id":n, "code":s, "cap":bytes}
- *                     cap optional (1 MiB); other keys are ignored
+ *   daemon -> worker  {"op":"exec", "id":n, "code":s, "cap":bytes,
+ *                      "arrays":[{name, path, segment, id, gen, size, dtype,
+ *                                 shape, strides, offset, access}],
+ *                      "bind":{...}, "shm_dir":s}
+ *                     cap optional (1 MiB); arrays, bind, shm_dir only when
+ *                     used; dtype as the client gave it, strides always
+ *                     given (bytes); a segment is mapped once per (id, gen)
+ *                     and kept; other keys are ignored
+ *   daemon -> worker  {"op":"unmap", "ids":[segment id...]}: drop those
+ *                     mappings (the segments are gone); no answer
  *   worker -> daemon  {"op":"done", "id":n, "ok":b, "stdout":s, "stderr":s,
  *                      "stdout_bytes":n, "stderr_bytes":n,
  *                      "stdout_truncated":b, "stderr_truncated":b,
  *                      "duration":s, "result":any (ok, and the job set it),
+ *                      "result_array":{segment, dtype, shape, strides,
+ *                      offset} (instead of result, for a numpy array: a
+ *                      new segment file the worker made in shm_dir, named
+ *                      "r<job id>-<anything>", which the daemon adopts, or
+ *                      a segment the job was given),
  *                      "error":"Type: message", "traceback":s (not ok)}
  *   worker -> daemon  {"op":"error", "id":n|null, "error":s} to a message
  *                     that is not an exec with a string "code" (the worker
@@ -97,6 +147,9 @@ enum proto_op {
 	PROTO_OP_LIST = 6,
 	PROTO_OP_SHUTDOWN = 7,
 	PROTO_OP_CANCEL = 8,
+	PROTO_OP_SHM_CREATE = 9,
+	PROTO_OP_SHM_LIST = 10,
+	PROTO_OP_SHM_REMOVE = 11,
 };
 
 /*
