@@ -44,7 +44,11 @@
  *               naming the array and the field.  The job leases each
  *               segment until it ends.
  *               bind: {identifier: any JSON value} bound as globals as is
- *               (never pasted into source).
+ *               (never pasted into source); a value of the form
+ *               {"__ndarray__": {"dtype": s, "shape": [...], "data": [flat
+ *               list, C order]}} becomes a numpy array of that dtype in a
+ *               worker that has numpy (else the plain list), so small
+ *               arrays sent as JSON keep their dtype.
  *               A `result` that is a numpy array comes back as
  *               result_array {segment, dtype, shape, strides, offset}: a
  *               view of a segment it already lived in, or a new segment
