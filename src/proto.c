@@ -14,7 +14,7 @@
 #include <string.h>
 
 /* JSON types an argument may take (bit set). */
-enum { PT_STR = 1, PT_NUM = 2, PT_BOOL = 4, PT_NULL = 8 };
+enum { PT_STR = 1, PT_NUM = 2, PT_BOOL = 4, PT_NULL = 8, PT_ARR = 16, PT_OBJ = 32 };
 
 struct proto_arg {
 	const char *key;
@@ -34,6 +34,20 @@ static const struct proto_arg proto_exec_args[] = {
 	{ "timeout", PT_NUM | PT_NULL, 0 },
 	{ "tag", PT_STR | PT_NULL, 0 },
 	{ "once", PT_BOOL | PT_NULL, 0 },
+	{ "arrays", PT_ARR | PT_NULL, 0 },
+	{ "bind", PT_OBJ | PT_NULL, 0 },
+	{ NULL, 0, 0 },
+};
+static const struct proto_arg proto_shm_create_args[] = {
+	{ "size", PT_NUM, 1 },
+	{ "name", PT_STR | PT_NULL, 0 },
+	{ "persist", PT_BOOL | PT_NULL, 0 },
+	{ "dtype", PT_STR | PT_NULL, 0 },
+	{ "shape", PT_ARR | PT_NULL, 0 },
+	{ NULL, 0, 0 },
+};
+static const struct proto_arg proto_shm_remove_args[] = {
+	{ "name", PT_STR, 1 },
 	{ NULL, 0, 0 },
 };
 static const struct proto_arg proto_cancel_args[] = {
@@ -54,6 +68,9 @@ static const struct {
 	[PROTO_OP_LIST] = { "list", NULL },
 	[PROTO_OP_SHUTDOWN] = { "shutdown", NULL },
 	[PROTO_OP_CANCEL] = { "cancel", proto_cancel_args },
+	[PROTO_OP_SHM_CREATE] = { "shm_create", proto_shm_create_args },
+	[PROTO_OP_SHM_LIST] = { "shm_list", NULL },
+	[PROTO_OP_SHM_REMOVE] = { "shm_remove", proto_shm_remove_args },
 };
 
 #define PROTO_NOPS ((int)(sizeof(proto_ops) / sizeof(proto_ops[0])))
@@ -348,7 +365,11 @@ static unsigned proto_type_of(const cJSON *v)
 		return PT_BOOL;
 	if (cJSON_IsNull(v))
 		return PT_NULL;
-	return 0;   /* objects and arrays: no argument takes one */
+	if (cJSON_IsArray(v))
+		return PT_ARR;
+	if (cJSON_IsObject(v))
+		return PT_OBJ;
+	return 0;
 }
 
 static const char *proto_types_text(unsigned t)
@@ -357,6 +378,7 @@ static const char *proto_types_text(unsigned t)
 		[PT_STR] = "a string", [PT_NUM] = "a number", [PT_BOOL] = "true or false",
 		[PT_STR | PT_NULL] = "a string or null", [PT_NUM | PT_NULL] = "a number or null",
 		[PT_BOOL | PT_NULL] = "true, false or null",
+		[PT_ARR | PT_NULL] = "an array or null", [PT_OBJ | PT_NULL] = "an object or null",
 	};
 
 	return t < sizeof text / sizeof text[0] && text[t] ? text[t] : "another type";
