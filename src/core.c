@@ -18,6 +18,19 @@ struct core {
 	double t_start;
 };
 
+static void segment_changed(void *ud, uint64_t id)
+{
+	struct core *c = ud;
+
+	if (c->pool)
+		pool_segment_gone(c->pool, id);
+}
+
+void core_client_gone(struct core *c, uint64_t owner)
+{
+	shm_drop_owner(c->shm, owner);
+}
+
 struct core *core_new(const struct core_ctx *ctx, char *err, size_t errlen)
 {
 	struct core *c = calloc(1, sizeof *c);
@@ -41,6 +54,7 @@ struct core *core_new(const struct core_ctx *ctx, char *err, size_t errlen)
 	}
 	c->pool = pool_new(ctx->loop, ctx->cfg, ctx->py, ctx->home, ctx->entry,
 			   c->cgroup[0] ? c->cgroup : NULL, c->shm);
+	shm_on_change(c->shm, segment_changed, c);
 	if (!c->pool) {
 		snprintf(err, errlen, "out of memory");
 		if (c->cgroup[0])
@@ -56,6 +70,7 @@ void core_free(struct core *c)
 {
 	if (!c)
 		return;
+	shm_on_change(c->shm, NULL, NULL);   /* the pool goes first */
 	pool_free(c->pool);   /* destroys the workers' cgroups too */
 	shm_free(c->shm);
 	free(c);

@@ -47,6 +47,9 @@ void core_free(struct core *c);
 uint64_t core_submit(struct core *c, const struct job_req *r, job_done_cb cb, void *ud);
 /* 0, or -ENOENT when no queued or running job has that id. */
 int core_cancel(struct core *c, uint64_t id);
+/* A client (owner, as given in job_req.owner) went: its segments go now,
+ * or when the last job that leases them ends. */
+void core_client_gone(struct core *c, uint64_t owner);
 void core_prewarm(struct core *c);
 void core_reap(struct core *c);   /* on SIGCHLD */
 

@@ -7,6 +7,7 @@
 #include <string.h>
 #include "job.h"
 #include "loop.h"
+#include "arrays.h"
 #include "omnipkg.h"
 #include "shm.h"
 #include "worker.h"
@@ -34,11 +35,14 @@ struct job *job_new(uint64_t id, const struct job_req *r, double timeout, job_do
 	j->python = dup_or_null(r->python, &failed);
 	j->code = dup_or_null(r->code ? r->code : "", &failed);
 	j->tag = dup_or_null(r->tag ? r->tag : "", &failed);
+	if (r->bind && !(j->bind = cJSON_Duplicate(r->bind, 1)))
+		failed = 1;
 	if (failed) {
 		job_free(j);
 		return NULL;
 	}
 	j->id = id;
+	j->owner = r->owner;
 	j->timeout = timeout;
 	j->once = r->once;
 	j->t_submit = loop_now();
@@ -86,23 +90,87 @@ int job_finish(struct job *j, cJSON *reply, const struct worker *w)
 	return ok;
 }
 
+static int lease_one(struct job *j, const char *name, uint64_t owner, struct shm_info *info,
+		     char *err, size_t errlen)
+{
+	if (shm_lease(j->shm, name, info) < 0) {
+		snprintf(err, errlen, "no shared segment named \"%.128s\"", name);
+		return -ENOENT;
+	}
+	j->leases[j->nleases++] = info->id;
+	if (info->owner && info->owner != owner) {
+		snprintf(err, errlen, "segment \"%.128s\" belongs to another client", name);
+		return -ENOENT;
+	}
+	return 0;
+}
+
+static cJSON *ints(const int64_t *v, int n)
+{
+	cJSON *a = cJSON_CreateArray();
+
+	for (int i = 0; i < n; i++)
+		cJSON_AddItemToArray(a, cJSON_CreateNumber((double)v[i]));
+	return a;
+}
+
+/* The view as the worker maps it. */
+static cJSON *worker_view(const struct array_desc *d, const struct shm_info *info, const char *dir)
+{
+	cJSON *o = cJSON_CreateObject();
+	char path[4096 + SHM_NAME_MAX + 2];
+
+	snprintf(path, sizeof path, "%s/%s", dir, d->segment);
+	cJSON_AddStringToObject(o, "name", d->name);
+	cJSON_AddStringToObject(o, "segment", d->segment);
+	cJSON_AddStringToObject(o, "path", path);
+	cJSON_AddNumberToObject(o, "id", (double)info->id);
+	cJSON_AddNumberToObject(o, "gen", info->gen);
+	cJSON_AddNumberToObject(o, "size", (double)info->size);
+	cJSON_AddStringToObject(o, "dtype", d->dtype);
+	cJSON_AddItemToObject(o, "shape", ints(d->shape, d->ndim));
+	cJSON_AddItemToObject(o, "strides", ints(d->strides, d->ndim));
+	cJSON_AddNumberToObject(o, "offset", (double)d->offset);
+	cJSON_AddStringToObject(o, "access", arrays_access_name(d->access));
+	return o;
+}
+
 int job_lease(struct job *j, struct shm *shm, const struct job_req *r, char *err, size_t errlen)
 {
 	struct shm_info info;
+	int rc = 0;
 
-	if (r->nsegments > JOB_MAX_LEASES) {
+	if (r->nsegments + r->narrays > JOB_MAX_LEASES) {
 		snprintf(err, errlen, "a job may use at most %d segments", JOB_MAX_LEASES);
 		return -E2BIG;
 	}
 	j->shm = shm;
-	for (int i = 0; i < r->nsegments; i++) {
-		if (shm_lease(shm, r->segments[i], &info) < 0) {
-			snprintf(err, errlen, "no shared segment named \"%.128s\"", r->segments[i]);
-			job_release(j);
-			return -ENOENT;
-		}
-		j->leases[j->nleases++] = info.id;
+	for (int i = 0; i < r->nsegments && rc == 0; i++)
+		rc = lease_one(j, r->segments[i], r->owner, &info, err, errlen);
+	if (rc == 0 && r->narrays > 0 && !(j->arrays = cJSON_CreateArray()))
+		rc = -ENOMEM;
+	for (int i = 0; i < r->narrays && rc == 0; i++) {
+		const struct array_desc *d = &r->arrays[i];
+
+		rc = lease_one(j, d->segment, r->owner, &info, err, errlen);
+		if (rc == 0 && arrays_fit(d, (uint64_t)info.size, err, errlen) < 0)
+			rc = -EINVAL;
+		if (rc == 0)
+			cJSON_AddItemToArray(j->arrays, worker_view(d, &info, shm_dir(shm)));
 	}
+	if (rc < 0) {
+		job_release(j);
+		cJSON_Delete(j->arrays);
+		j->arrays = NULL;
+	}
+	return rc;
+}
+
+int job_has_segment(const struct job *j, uint64_t id)
+{
+	for (int i = 0; i < j->nleases; i++)
+		if (j->leases[i] == id)
+			return 1;
 	return 0;
 }
 
@@ -117,6 +185,8 @@ void job_free(struct job *j)
 	if (!j)
 		return;
 	job_release(j);
+	cJSON_Delete(j->arrays);
+	cJSON_Delete(j->bind);
 	free(j->spec);
 	free(j->python);
 	free(j->code);

@@ -13,8 +13,9 @@
 #include <stdint.h>
 #include <cjson/cJSON.h>
 
-#define JOB_MAX_LEASES 64   /* segments one job may hold */
+#define JOB_MAX_LEASES 128  /* segments one job may hold: its arrays and more */
 
+struct array_desc;
 struct shm;
 struct worker;
 
@@ -30,7 +31,11 @@ struct job_req {               /* borrowed by job_new, which copies it */
 	double timeout;        /* <= 0: config job_timeout */
 	int once;
 	const char *const *segments;   /* names of shared segments the job uses */
-	int nsegments;                 /* at most JOB_MAX_LEASES */
+	int nsegments;
+	const struct array_desc *arrays;   /* views bound for the code (arrays.h) */
+	int narrays;
+	const cJSON *bind;             /* {name: JSON value}, or NULL */
+	uint64_t owner;                /* the client: its segments, and new ones */
 };
 
 struct job {
@@ -42,6 +47,9 @@ struct job {
 	struct shm *shm;                    /* where its leases are; NULL: none */
 	uint64_t leases[JOB_MAX_LEASES];    /* segment ids, released in job_finish */
 	int nleases;
+	cJSON *arrays;                      /* for the worker: views with paths; or NULL */
+	cJSON *bind;                        /* owned copy, or NULL */
+	uint64_t owner;
 	job_done_cb cb;
 	void *ud;
 	struct job *next;                   /* in a worker's queue or a wait list */
@@ -61,9 +69,18 @@ struct job_req job_as_req(const struct job *j);
  */
 int job_finish(struct job *j, cJSON *reply, const struct worker *w);
 
-/* Leases each of r's segments in shm for the job's life: 0, or -ENOENT
- * naming the missing one in err (nothing is held then). */
+/*
+ * Leases each of r's segments and the segments of its arrays in shm for
+ * the job's life, checking each view against its segment (it must exist,
+ * be the client's or persistent, and hold every byte the view reaches),
+ * and builds the arrays the worker is sent.  0, or -ENOENT (no such
+ * segment, or another client's) or -EINVAL (a view that does not fit)
+ * with a reason in err; nothing is held then.
+ */
 int job_lease(struct job *j, struct shm *shm, const struct job_req *r, char *err, size_t errlen);
+
+/* Does j lease segment id? */
+int job_has_segment(const struct job *j, uint64_t id);
 
 /* Gives back every lease j holds (job_finish and job_free do it). */
 void job_release(struct job *j);

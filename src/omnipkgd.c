@@ -341,6 +341,7 @@ int main(int argc, char **argv)
 	/* Stop: no new clients, fail what runs, tell the clients, clean up. */
 	server_stop_listening(d.srv);
 	core_free(d.core);         /* fails running jobs: their readers get answers */
+	server_core_gone(d.srv);
 	if (d.fs)
 		fusefs_unmount(d.fs);  /* after the core: no job callback reaches it later */
 	server_drain(d.srv, 1.0);

@@ -153,7 +153,8 @@ uint64_t pool_submit(struct pool *p, const struct job_req *r, job_done_cb cb, vo
 	double tmo = r->timeout > 0 ? r->timeout : p->cfg->job_timeout;
 	uint64_t id = ++p->next_id;
 	struct job *j = job_new(id, r, tmo, cb, ud);
-	char err[256];
+	char err[512];
+	int rc;
 
 	p->cnt.jobs_total++;
 	if (!j) {
@@ -161,14 +162,25 @@ uint64_t pool_submit(struct pool *p, const struct job_req *r, job_done_cb cb, vo
 		cb(proto_reply_error(ENOMEM, OMNI_REASON_NOMEM, "out of memory"), ud);
 		return 0;
 	}
-	if (r->nsegments > 0 && (!p->shm || job_lease(j, p->shm, r, err, sizeof err) < 0)) {
-		p->cnt.jobs_failed++;
-		job_finish(j, proto_reply_error(ENOENT, OMNI_REASON_NOSEGMENT, "%s",
-					     p->shm ? err : "no shared segments here"), NULL);
-		return id;
+	if (r->nsegments + r->narrays > 0) {
+		rc = p->shm ? job_lease(j, p->shm, r, err, sizeof err) : -ENOENT;
+		if (rc < 0) {
+			p->cnt.jobs_failed++;
+			job_finish(j, proto_reply_error(-rc, rc == -EINVAL ? OMNI_REASON_BADARG :
+							OMNI_REASON_NOSEGMENT, "%s",
+							p->shm ? err : "no shared segments here"),
+				   NULL);
+			return id;
+		}
 	}
 	pool_place(p, j);
 	return id;
+}
+
+void pool_segment_gone(struct pool *p, uint64_t id)
+{
+	for (struct worker *w = p->workers; w; w = w->next)
+		worker_segment_gone(w, id);
 }
 
 int pool_cancel(struct pool *p, uint64_t id)
@@ -259,9 +271,10 @@ struct pool *pool_new(struct loop *l, const struct config *cfg, const struct int
 		return NULL;
 	p->cfg = cfg;
 	p->shm = shm;
+	p->env.shm = shm;
 	snprintf(p->cgroup_base, sizeof p->cgroup_base, "%s", cgroup_base ? cgroup_base : "");
 	p->env = (struct wenv){ .loop = l, .cfg = cfg, .cnt = &p->cnt, .cgroup_base = p->cgroup_base,
-				.requeue = on_requeue, .gone = on_gone, .ud = p };
+				.shm = shm, .requeue = on_requeue, .gone = on_gone, .ud = p };
 	p->env.spawner = spawner_new(l, entry);
 	p->router = router_new(l, py, home, on_requeue, p);
 	if (!p->env.spawner || !p->router) {

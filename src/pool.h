@@ -37,6 +37,8 @@ uint64_t pool_submit(struct pool *p, const struct job_req *r, job_done_cb cb, vo
 /* Fails job id with reason "cancelled" (killing its worker if it runs).
  * 0, or -ENOENT when no queued or running job has that id. */
 int pool_cancel(struct pool *p, uint64_t id);
+/* Segment id went or changed size: workers that mapped it drop it. */
+void pool_segment_gone(struct pool *p, uint64_t id);
 /* Starts the configured pre-warmed workers; problems are logged. */
 void pool_prewarm(struct pool *p);
 /* Reaps children; call on SIGCHLD. */

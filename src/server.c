@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include "arrays.h"
 #include "bubble.h"
 #include "chan.h"
 #include "logx.h"
@@ -62,6 +63,7 @@ struct conn {
 	struct loop_timer *resume;
 	pid_t pid;
 	struct pending *pend;     /* its running jobs, for cancel */
+	uint64_t owner;           /* its segments' owner id in the registry */
 	struct conn *next;
 };
 
@@ -74,6 +76,7 @@ struct server {
 	int nconns;
 	size_t rbuf_total, wbuf_total;
 	unsigned long refused;    /* since the last log line */
+	uint64_t next_owner;
 	double refused_logged;
 	double t_start;
 };
@@ -212,12 +215,36 @@ static const char *arg_str(const cJSON *req, const char *key)
 	return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
+/* bind: an object of Python identifiers. */
+static int bind_ok(const cJSON *b, char *err, size_t errlen)
+{
+	const cJSON *k;
+
+	cJSON_ArrayForEach(k, b) {
+		const char *p = k->string;
+		int ok = *p && !(*p >= '0' && *p <= '9') && strlen(p) < 128;
+
+		for (; ok && *p; p++)
+			ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+			     (*p >= '0' && *p <= '9') || *p == '_';
+		if (!ok) {
+			snprintf(err, errlen, "exec: bind: \"%.64s\" is not a Python identifier", k->string);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
 static void op_exec(struct conn *c, uint64_t id, const cJSON *req)
 {
+	static struct array_desc arrays[ARRAYS_MAX];   /* the loop is single-threaded */
 	struct job_req r = { 0 };
 	const cJSON *t = cJSON_GetObjectItemCaseSensitive(req, "timeout");
+	const cJSON *b = cJSON_GetObjectItemCaseSensitive(req, "bind");
 	struct pending *pd;
 	uint64_t job;
+	char err[512];
+	int n;
 
 	r.spec = arg_str(req, "spec");
 	r.code = arg_str(req, "code");
@@ -229,6 +256,18 @@ static void op_exec(struct conn *c, uint64_t id, const cJSON *req)
 			return conn_error(c, id, EINVAL, BADARG, "exec: \"timeout\" must be seconds in (0, 604800]");
 		r.timeout = t->valuedouble;
 	}
+	n = arrays_parse(cJSON_GetObjectItemCaseSensitive(req, "arrays"), arrays, ARRAYS_MAX, err,
+			 sizeof err);
+	if (n < 0)
+		return conn_error(c, id, EINVAL, BADARG, "exec: %s", err);
+	r.arrays = arrays;
+	r.narrays = n;
+	if (cJSON_IsObject(b)) {
+		if (bind_ok(b, err, sizeof err) < 0)
+			return conn_error(c, id, EINVAL, BADARG, "%s", err);
+		r.bind = b;
+	}
+	r.owner = c->owner;
 	pd = malloc(sizeof *pd);
 	if (!pd)
 		return conn_error(c, id, ENOMEM, NOMEM, "out of memory");
@@ -245,6 +284,116 @@ static void op_exec(struct conn *c, uint64_t id, const cJSON *req)
 			pd->job = job;
 			break;
 		}
+}
+
+static cJSON *segment_json(const struct shm_info *g, const struct shm *shm, uint64_t me)
+{
+	cJSON *o = cJSON_CreateObject();
+	char path[4096 + SHM_NAME_MAX + 2];
+
+	snprintf(path, sizeof path, "%s/%s", shm_dir(shm), g->name);
+	cJSON_AddStringToObject(o, "name", g->name);
+	cJSON_AddNumberToObject(o, "id", (double)g->id);
+	cJSON_AddNumberToObject(o, "gen", g->gen);
+	cJSON_AddNumberToObject(o, "size", (double)g->size);
+	cJSON_AddNumberToObject(o, "leases", g->leases);
+	cJSON_AddBoolToObject(o, "persist", g->owner == 0);
+	cJSON_AddBoolToObject(o, "mine", g->owner == me);
+	cJSON_AddStringToObject(o, "path", path);
+	if (g->dtype && *g->dtype)
+		cJSON_AddStringToObject(o, "dtype", g->dtype);
+	if (g->shape && *g->shape)
+		cJSON_AddItemToObject(o, "shape", cJSON_Parse(g->shape));
+	return o;
+}
+
+static void op_shm_create(struct conn *c, uint64_t id, const cJSON *req)
+{
+	struct shm *shm = core_shm(c->srv->ctx.core);
+	const cJSON *size = cJSON_GetObjectItemCaseSensitive(req, "size");
+	const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(req, "dtype");
+	const cJSON *shape = cJSON_GetObjectItemCaseSensitive(req, "shape");
+	const char *name = arg_str(req, "name");
+	int persist = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(req, "persist"));
+	struct shm_info g;
+	char norm[8], *shape_text = NULL;
+	size_t isz, al;
+	cJSON *r;
+	int rc;
+
+	if (!(size->valuedouble >= 0 && size->valuedouble <= (double)((uint64_t)1 << 62)) ||
+	    (double)(uint64_t)size->valuedouble != size->valuedouble)
+		return conn_error(c, id, EINVAL, BADARG, "shm_create: \"size\" must be bytes from 0 to 2^62");
+	if (name && !shm_name_ok(name))
+		return conn_error(c, id, EINVAL, BADARG, "shm_create: \"name\" must be 1 to %d of "
+				  "[A-Za-z0-9._-], not . or ..", SHM_NAME_MAX);
+	if (cJSON_IsString(dtype) && arrays_dtype(dtype->valuestring, norm, &isz, &al) < 0)
+		return conn_error(c, id, EINVAL, BADARG, "shm_create: unknown or unsupported \"dtype\"");
+	if (cJSON_IsArray(shape)) {
+		const cJSON *d;
+
+		cJSON_ArrayForEach(d, shape)
+			if (!cJSON_IsNumber(d) || d->valuedouble < 0)
+				return conn_error(c, id, EINVAL, BADARG,
+						  "shm_create: \"shape\" must hold sizes >= 0");
+		shape_text = cJSON_PrintUnformatted(shape);
+	}
+	rc = shm_create_owned(shm, name, (off_t)size->valuedouble, persist ? 0 : c->owner, &g);
+	if (rc < 0) {
+		free(shape_text);
+		if (rc == -EDQUOT || rc == -ENOSPC)
+			return conn_error(c, id, -rc, QUOTA, "shm_create: %s (quota %zu bytes, %zu in use)",
+					  rc == -ENOSPC ? "too many segments" : "over the shared memory quota",
+					  shm_quota(shm), shm_usage(shm, NULL));
+		return conn_error(c, id, -rc, BADARG, "shm_create: %s",
+				  rc == -EEXIST ? "a segment of that name exists" : strerror(-rc));
+	}
+	shm_set_meta(shm, g.name, cJSON_IsString(dtype) ? norm : NULL, shape_text);
+	free(shape_text);
+	shm_stat(shm, g.name, &g);
+	r = ok_reply();
+	cJSON_AddItemToObject(r, "segment", segment_json(&g, shm, c->owner));
+	conn_reply(c, id, r);
+}
+
+static int list_segment(const struct shm_info *g, void *ud)
+{
+	struct conn *c = ((void **)ud)[0];
+	cJSON *a = ((void **)ud)[1];
+
+	cJSON_AddItemToArray(a, segment_json(g, core_shm(c->srv->ctx.core), c->owner));
+	return 0;
+}
+
+static void op_shm_list(struct conn *c, uint64_t id)
+{
+	cJSON *r = ok_reply(), *a = cJSON_AddArrayToObject(r, "segments");
+	void *ud[2] = { c, a };
+
+	shm_list(core_shm(c->srv->ctx.core), list_segment, ud);
+	conn_reply(c, id, r);
+}
+
+static void op_shm_remove(struct conn *c, uint64_t id, const cJSON *req)
+{
+	struct shm *shm = core_shm(c->srv->ctx.core);
+	const char *name = arg_str(req, "name");
+	struct shm_info g;
+	int rc;
+
+	if (!name || shm_stat(shm, name, &g) < 0)
+		return conn_error(c, id, ENOENT, NOSEGMENT, "shm_remove: no segment named \"%.128s\"",
+				  name ? name : "");
+	if (g.owner && g.owner != c->owner)
+		return conn_error(c, id, EPERM, NOSEGMENT, "shm_remove: segment \"%.128s\" belongs "
+				  "to another client", name);
+	rc = shm_remove(shm, name);
+	if (rc == -EBUSY)
+		return conn_error(c, id, EBUSY, LEASED, "shm_remove: segment \"%.128s\" is in use by "
+				  "%d job(s); remove it when they end", name, g.leases);
+	if (rc < 0)
+		return conn_error(c, id, -rc, NOSEGMENT, "shm_remove: %s", strerror(-rc));
+	conn_reply(c, id, ok_reply());
 }
 
 static void op_cancel(struct conn *c, uint64_t id, const cJSON *req)
@@ -359,6 +508,9 @@ static void conn_request(struct conn *c, const char *pl, size_t len)
 	case PROTO_OP_LIST: op_list(c, id); break;
 	case PROTO_OP_SHUTDOWN: op_shutdown(c, id); break;
 	case PROTO_OP_CANCEL: op_cancel(c, id, req); break;
+	case PROTO_OP_SHM_CREATE: op_shm_create(c, id, req); break;
+	case PROTO_OP_SHM_LIST: op_shm_list(c, id); break;
+	case PROTO_OP_SHM_REMOVE: op_shm_remove(c, id, req); break;
 	default: conn_error(c, id, EOPNOTSUPP, PROTO, "unknown op"); break;
 	}
 	cJSON_Delete(req);
@@ -384,8 +536,17 @@ static void conn_close(struct conn *c)
 		}
 	s->nconns--;
 	conn_account(c);
+	/* Its segments go, now or when the jobs that lease them end. */
+	if (s->ctx.core)
+		core_client_gone(s->ctx.core, c->owner);
 	if (c->inflight == 0)
 		free(c);
+}
+
+void server_core_gone(struct server *s)
+{
+	if (s)
+		s->ctx.core = NULL;
 }
 
 /* Over SERVER_RBUF_MAX: refuses the largest partial requests until under. */
@@ -575,6 +736,7 @@ static void server_accept(struct loop *l, int fd, uint32_t ev, void *ud)
 		c->srv = s;
 		c->fd = cfd;
 		c->pid = cred.pid;
+		c->owner = ++s->next_owner;
 		c->reading = 1;
 		chan_init(&c->ch, cfd, PROTO_MAX_FRAME);
 		if (loop_add(l, cfd, EPOLLIN, conn_io, c) < 0) {

@@ -28,6 +28,8 @@ struct server *server_new(const struct server_ctx *ctx, char *err, size_t errlen
 void server_stop_listening(struct server *s);
 /* Writes queued replies for up to `seconds`, blocking; for shutdown. */
 void server_drain(struct server *s, double seconds);
+/* The core is freed: closing connections no longer tells it. */
+void server_core_gone(struct server *s);
 void server_free(struct server *s);   /* closes every connection, unlinks the socket */
 int server_clients(const struct server *s);
 

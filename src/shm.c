@@ -31,6 +31,10 @@ struct seg {
 	off_t size;                /* as accounted */
 	ino_t ino;
 	int leases;
+	uint64_t owner;           /* 0: persistent */
+	int doomed;               /* its owner went: removed at its last release */
+	char dtype[8];
+	char shape[96];
 };
 
 struct shm {
@@ -41,6 +45,8 @@ struct shm {
 	struct seg *segs;
 	size_t n, cap;
 	uint64_t next_id;
+	shm_change_cb on_change;
+	void *ud;
 };
 
 int shm_name_ok(const char *name)
@@ -313,16 +319,32 @@ static struct seg *seg_add(struct shm *s, const char *name, ino_t ino, off_t siz
 	return g;
 }
 
+static void seg_changed(struct shm *s, uint64_t id)
+{
+	if (s->on_change)
+		s->on_change(s->ud, id);
+}
+
 static void seg_del(struct shm *s, struct seg *g)
 {
+	uint64_t id = g->id;
+
 	s->used -= (size_t)g->size;
 	*g = s->segs[--s->n];
+	seg_changed(s, id);
 }
 
 static void seg_info(const struct seg *g, struct shm_info *out)
 {
 	*out = (struct shm_info){ .name = g->name, .id = g->id, .gen = g->gen, .size = g->size,
-				  .leases = g->leases };
+				  .leases = g->leases, .owner = g->owner, .dtype = g->dtype,
+				  .shape = g->shape };
+}
+
+void shm_on_change(struct shm *s, shm_change_cb cb, void *ud)
+{
+	s->on_change = cb;
+	s->ud = ud;
 }
 
 /* Reserves [from, to) of fd: the pages exist before anyone maps them. */
@@ -366,6 +388,7 @@ static int seg_set_size(struct shm *s, struct seg *g, int fd, off_t size)
 	s->used = s->used - (size_t)g->size + (size_t)size;
 	g->size = size;
 	g->gen++;
+	seg_changed(s, g->id);
 	return 0;
 }
 
@@ -475,9 +498,93 @@ void shm_release(struct shm *s, uint64_t id)
 {
 	for (size_t i = 0; i < s->n; i++)
 		if (s->segs[i].id == id && s->segs[i].leases > 0) {
-			s->segs[i].leases--;
+			struct seg *g = &s->segs[i];
+
+			if (--g->leases == 0 && g->doomed && unlinkat(s->dfd, g->name, 0) == 0)
+				seg_del(s, g);
 			return;
 		}
+}
+
+int shm_create_owned(struct shm *s, const char *name, off_t size, uint64_t owner,
+		     struct shm_info *out)
+{
+	char auto_name[32];
+	struct seg *g;
+	int r;
+
+	if (!name) {
+		snprintf(auto_name, sizeof auto_name, "s%llu", (unsigned long long)s->next_id + 1);
+		name = auto_name;
+	}
+	if (!shm_name_ok(name))
+		return -EINVAL;
+	if (seg_by_name(s, name))
+		return -EEXIST;
+	if ((r = shm_create(s, name, size)) < 0)
+		return r;
+	g = seg_by_name(s, name);
+	g->owner = owner;
+	seg_info(g, out);
+	return 0;
+}
+
+int shm_set_meta(struct shm *s, const char *name, const char *dtype, const char *shape)
+{
+	struct seg *g = shm_name_ok(name) ? seg_by_name(s, name) : NULL;
+
+	if (!g)
+		return -ENOENT;
+	if (dtype)
+		snprintf(g->dtype, sizeof g->dtype, "%s", dtype);
+	if (shape)
+		snprintf(g->shape, sizeof g->shape, "%s", shape);
+	return 0;
+}
+
+int shm_adopt(struct shm *s, const char *name, uint64_t owner, struct shm_info *out)
+{
+	struct stat st;
+	struct seg *g;
+
+	if (!shm_name_ok(name))
+		return -EINVAL;
+	if (seg_by_name(s, name))
+		return -EEXIST;
+	if (fstatat(s->dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) || st.st_uid != getuid())
+		return -EPERM;
+	if (s->n >= SHM_MAX_SEGMENTS || (size_t)st.st_size > s->quota ||
+	    s->used + (size_t)st.st_size > s->quota) {
+		unlinkat(s->dfd, name, 0);
+		return s->n >= SHM_MAX_SEGMENTS ? -ENOSPC : -EDQUOT;
+	}
+	g = seg_add(s, name, st.st_ino, st.st_size);
+	if (!g)
+		return -ENOMEM;
+	g->owner = owner;
+	seg_info(g, out);
+	return 0;
+}
+
+void shm_drop_owner(struct shm *s, uint64_t owner)
+{
+	if (!owner)
+		return;
+	for (size_t i = 0; i < s->n;) {
+		struct seg *g = &s->segs[i];
+
+		if (g->owner != owner) {
+			i++;
+		} else if (g->leases > 0) {
+			g->doomed = 1;
+			i++;
+		} else {
+			unlinkat(s->dfd, g->name, 0);
+			seg_del(s, g);   /* the last one moved here: look at i again */
+		}
+	}
 }
 
 int shm_stat(struct shm *s, const char *name, struct shm_info *out)

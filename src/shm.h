@@ -46,7 +46,13 @@ struct shm_info {
 	uint32_t gen;
 	off_t size;
 	int leases;
+	uint64_t owner;            /* the client it belongs to; 0: persistent */
+	const char *dtype, *shape; /* what it holds, when told ("" otherwise) */
 };
+
+/* Called when a segment goes (removed) or changes size (gen bumped), so
+ * that mappings of it can be dropped. */
+typedef void (*shm_change_cb)(void *ud, uint64_t id);
 
 /* Creates the private directory (a sized tmpfs where possible; a stale
  * one of a dead daemon at the same place is detached first).  NULL with a
@@ -54,6 +60,7 @@ struct shm_info {
 struct shm *shm_new(const char *rtdir, size_t quota, char *err, size_t errlen);
 /* Removes every segment and the directory (and unmounts it). */
 void shm_free(struct shm *s);
+void shm_on_change(struct shm *s, shm_change_cb cb, void *ud);
 
 const char *shm_dir(const struct shm *s);        /* borrowed, lives as s */
 int shm_enforced(const struct shm *s);           /* 1: the kernel bounds the quota */
@@ -75,6 +82,21 @@ int shm_grow(struct shm *s, int fd, off_t end);
  * is left behind when refused.  0 or -errno. */
 int shm_create(struct shm *s, const char *name, off_t size);
 int shm_remove(struct shm *s, const char *name);
+
+/*
+ * Creates a segment of size bytes for owner (0: persistent), named name or,
+ * when name is NULL, by the registry.  Pages reserved; nothing is left
+ * when refused (-EEXIST, -EDQUOT, -ENOSPC...).  *out describes it.
+ */
+int shm_create_owned(struct shm *s, const char *name, off_t size, uint64_t owner,
+		     struct shm_info *out);
+/* Records what name holds (either may be NULL), for listings.  0 or -ENOENT. */
+int shm_set_meta(struct shm *s, const char *name, const char *dtype, const char *shape);
+/* Registers a file someone else made in the directory (a worker's result)
+ * for owner, within the quota (else it is removed: -EDQUOT).  0 or -errno. */
+int shm_adopt(struct shm *s, const char *name, uint64_t owner, struct shm_info *out);
+/* owner went away: its segments go now, or when their last lease ends. */
+void shm_drop_owner(struct shm *s, uint64_t owner);
 
 /* Takes a lease on name for a job: *out describes it.  0 or -errno. */
 int shm_lease(struct shm *s, const char *name, struct shm_info *out);

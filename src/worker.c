@@ -18,6 +18,7 @@
 #include "logx.h"
 #include "omnipkg.h"
 #include "proto.h"
+#include "shm.h"
 #include "worker.h"
 
 #define DEATH_GRACE 2.0     /* seconds between EOF and killing a worker that did not exit */
@@ -77,6 +78,7 @@ void worker_free(struct worker *w)
 	}
 	w->env->gone(w->env->ud, w);
 	cJSON_Delete(w->paths);
+	free(w->mapped);
 	free(w);
 }
 
@@ -296,6 +298,61 @@ static void worker_on_ready(struct worker *w, cJSON *m)
 	worker_dispatch(w);
 }
 
+/*
+ * A result that is an array came back in a segment: one the job was given,
+ * or a new one the worker made ("r<job id>-..."), which is adopted for the
+ * job's client.  Anything else, or a new one over the quota, fails the job.
+ * Returns the reply to send (m, or a failed one in its place).
+ */
+static cJSON *take_result_array(struct worker *w, struct job *j, cJSON *m)
+{
+	cJSON *ra = cJSON_GetObjectItemCaseSensitive(m, "result_array");
+	const char *seg = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ra, "segment"));
+	struct shm_info info;
+	char prefix[32], path[4096 + SHM_NAME_MAX + 2];
+	int r = -EINVAL;
+
+	snprintf(prefix, sizeof prefix, "r%llu-", (unsigned long long)j->id);
+	if (!w->env->shm || !seg || !shm_name_ok(seg)) {
+		r = -EINVAL;
+	} else if (shm_stat(w->env->shm, seg, &info) == 0) {
+		r = job_has_segment(j, info.id) ? 0 : -EPERM;
+	} else if (strncmp(seg, prefix, strlen(prefix)) == 0) {
+		r = shm_adopt(w->env->shm, seg, j->owner, &info);
+		if (r == 0)
+			shm_set_meta(w->env->shm, seg, cJSON_GetStringValue(
+				cJSON_GetObjectItemCaseSensitive(ra, "dtype")), NULL);
+	}
+	if (r == 0) {
+		snprintf(path, sizeof path, "%s/%s", shm_dir(w->env->shm), seg);
+		cJSON_DeleteItemFromObjectCaseSensitive(ra, "path");
+		cJSON_AddStringToObject(ra, "path", path);
+		cJSON_DeleteItemFromObjectCaseSensitive(ra, "size");
+		cJSON_AddNumberToObject(ra, "size", (double)info.size);
+		return m;
+	}
+	logx(LOGX_WARN, "job %llu: result array in segment \"%s\" refused: %s",
+	     (unsigned long long)j->id, seg ? seg : "?", strerror(-r));
+	{
+		cJSON *f = proto_reply_error(-r, r == -EDQUOT || r == -ENOSPC ? OMNI_REASON_QUOTA :
+					     OMNI_REASON_EXCEPTION,
+					     r == -EDQUOT || r == -ENOSPC ?
+					     "the result array does not fit in the shared memory quota" :
+					     "the worker returned its result array in a segment it was not given");
+		const char *keep[] = { "stdout", "stderr", "stdout_bytes", "stderr_bytes",
+				       "stdout_truncated", "stderr_truncated", "duration" };
+
+		for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) {
+			cJSON *it = cJSON_DetachItemFromObjectCaseSensitive(m, keep[i]);
+
+			if (it)
+				cJSON_AddItemToObject(f, keep[i], it);
+		}
+		cJSON_Delete(m);
+		return f;
+	}
+}
+
 static void worker_on_done(struct worker *w, cJSON *m)
 {
 	struct job *j = w->cur;
@@ -325,6 +382,8 @@ static void worker_on_done(struct worker *w, cJSON *m)
 	}
 	cJSON_DeleteItemFromObjectCaseSensitive(m, "op");
 	cJSON_DeleteItemFromObjectCaseSensitive(m, "id");
+	if (cJSON_GetObjectItemCaseSensitive(m, "result_array"))
+		m = take_result_array(w, j, m);
 	ok = cJSON_GetObjectItemCaseSensitive(m, "ok");
 	if (!cJSON_IsBool(ok)) {
 		cJSON_DeleteItemFromObjectCaseSensitive(m, "ok");
@@ -378,6 +437,53 @@ static void worker_io(struct loop *l, int fd, uint32_t ev, void *ud)
 		worker_lost(w);
 }
 
+/* Remembers the segments a job's arrays make the worker map. */
+static void note_mapped(struct worker *w, const cJSON *arrays)
+{
+	const cJSON *a;
+
+	cJSON_ArrayForEach(a, arrays) {
+		uint64_t id = (uint64_t)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(a, "id"));
+		int i;
+
+		for (i = 0; i < w->nmapped && w->mapped[i] != id; i++)
+			;
+		if (i < w->nmapped)
+			continue;
+		if (w->nmapped == w->capmapped) {
+			int cap = w->capmapped ? w->capmapped * 2 : 16;
+			uint64_t *v = realloc(w->mapped, (size_t)cap * sizeof *v);
+
+			if (!v)
+				return;   /* it is only told to unmap fewer */
+			w->mapped = v;
+			w->capmapped = cap;
+		}
+		w->mapped[w->nmapped++] = id;
+	}
+}
+
+void worker_segment_gone(struct worker *w, uint64_t id)
+{
+	cJSON *m, *ids;
+
+	for (int i = 0; i < w->nmapped; i++) {
+		if (w->mapped[i] != id)
+			continue;
+		w->mapped[i] = w->mapped[--w->nmapped];
+		if (w->fd < 0 || w->state == W_DEAD)
+			return;
+		m = cJSON_CreateObject();
+		cJSON_AddStringToObject(m, "op", "unmap");
+		ids = cJSON_AddArrayToObject(m, "ids");
+		cJSON_AddItemToArray(ids, cJSON_CreateNumber((double)id));
+		if (chan_send(&w->ch, m) == 0 && chan_pending(&w->ch))
+			loop_mod(w->env->loop, w->fd, EPOLLIN | EPOLLOUT);
+		cJSON_Delete(m);
+		return;
+	}
+}
+
 static void worker_dispatch(struct worker *w)
 {
 	struct job *j;
@@ -402,6 +508,14 @@ static void worker_dispatch(struct worker *w)
 	proto_set_id(m, j->id);
 	cJSON_AddStringToObject(m, "code", j->code);
 	cJSON_AddNumberToObject(m, "cap", (double)w->env->cfg->output_cap);
+	if (j->arrays) {
+		cJSON_AddItemReferenceToObject(m, "arrays", j->arrays);
+		note_mapped(w, j->arrays);
+	}
+	if (j->bind)
+		cJSON_AddItemReferenceToObject(m, "bind", j->bind);
+	if (w->env->shm)
+		cJSON_AddStringToObject(m, "shm_dir", shm_dir(w->env->shm));
 	r = chan_send(&w->ch, m);
 	cJSON_Delete(m);
 	if (r < 0) {

@@ -52,6 +52,7 @@ struct wenv {
 	struct spawner *spawner;
 	struct pool_counters *cnt;
 	const char *cgroup_base;      /* "" when cgroups are not used */
+	struct shm *shm;              /* segments: jobs' arrays and results; or NULL */
 	/* Places a job again (its worker died with it queued). */
 	void (*requeue)(void *ud, struct job *j);
 	/* The worker is about to be freed: forget it. */
@@ -76,6 +77,8 @@ struct worker {
 	struct spawner_wait *zwait; /* waiting for a zygote */
 	char cgroup[PATH_MAX];    /* "" when none */
 	int cg_procs;             /* its cgroup.procs, open once the worker joined; -1 */
+	uint64_t *mapped;         /* ids of the segments it has mapped */
+	int nmapped, capmapped;
 	struct job *cur, *qhead, *qtail;
 	int qlen;
 	struct loop_timer *tmo;   /* spawn or job timeout, or death grace once dead */
@@ -100,6 +103,8 @@ void worker_reaped(struct worker *w, int status);
 /* Daemon stop: fails the job and the queue with "shutdown", kills it and
  * all it started. */
 void worker_shutdown(struct worker *w);
+/* Segment id went or changed size: a worker that mapped it drops it. */
+void worker_segment_gone(struct worker *w, uint64_t id);
 /* Frees w at once (after worker_shutdown; its exit is given up on). */
 void worker_free(struct worker *w);
 
