@@ -67,15 +67,32 @@ static int worker_is(const struct pool_worker_info *w, void *ud)
 
 /* ---- generated content ---- */
 
+static int ctl_segment(const struct shm_info *g, void *ud)
+{
+	fprintf(ud, "segment %s %lld %s %s %d %s\n", g->name, (long long)g->size,
+		*g->dtype ? g->dtype : "-", *g->shape ? g->shape : "-", g->leases,
+		g->owner ? "client" : "persist");
+	return 0;
+}
+
 char *tree_ctl_text(struct tree *t)
 {
 	char *s = NULL;
+	size_t n = 0;
+	FILE *f = open_memstream(&s, &n);
 
-	if (asprintf(&s, "# write one command per line:\n"
-		     "#   shm create NAME SIZE    make or resize a segment (SIZE: bytes, or with K, M, G)\n"
-		     "#   shm rm NAME             remove a segment\n"
-		     "shm_dir %s\n", shm_dir(t->shm)) < 0)
+	if (!f)
 		return NULL;
+	fprintf(f, "# write one command per line:\n"
+		"#   shm create NAME SIZE    make or resize a segment (SIZE: bytes, or with K, M, G)\n"
+		"#   shm rm NAME             remove a segment\n"
+		"shm_dir %s\n"
+		"# segment NAME SIZE DTYPE SHAPE LEASES OWNER\n", shm_dir(t->shm));
+	shm_list(t->shm, ctl_segment, f);
+	if (fclose(f) != 0) {
+		free(s);
+		return NULL;
+	}
 	return s;
 }
 

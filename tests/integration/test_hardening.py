@@ -242,6 +242,43 @@ class TestMount(DaemonCase):
         self.assertEqual(st.st_size, 4 * MiB)
         self.assertGreaterEqual(st.st_blocks * 512, 4 * MiB, "a sparse segment can SIGBUS later")
 
+    def read(self, *parts):
+        with open(self.p(*parts)) as f:
+            return f.read()
+
+    def raw(self):
+        from test_server_abuse import Conn
+        c = Conn(self.d.socket)
+        self.addCleanup(c.close)
+        return c
+
+    def test_segment_meta_readable_from_the_shell(self):
+        c = self.raw()
+        m = c.call({"v": 1, "id": 1, "op": "shm_create", "size": 64, "name": "meta",
+                    "persist": True, "dtype": "float32", "shape": [4, 4]})
+        self.assertTrue(m["ok"], m)
+        with open(self.p("ctl")) as f:
+            self.assertIn("segment meta 64 <f4 [4,4] 0 persist\n", f.read())
+
+    def test_rm_of_a_leased_segment_fails_clearly(self):
+        c = self.raw()
+        self.assertEqual(self.ctl("shm create held 4K"), 0)
+        go = os.path.join(self.tmp, "go")
+        code = "import os, time\nwhile not os.path.exists(%r):\n    time.sleep(0.01)\n" % go
+        c.send({"v": 1, "id": 2, "op": "exec", "spec": "base", "python": self.py, "code": code,
+                "arrays": [{"name": "x", "segment": "held", "dtype": "|u1", "shape": [16]}]})
+        end = time.monotonic() + 30
+        while " 1 persist" not in self.read("ctl"):
+            self.assertLess(time.monotonic(), end, "the job never leased the segment")
+            time.sleep(0.02)
+        with self.assertRaises(OSError) as cm:
+            os.unlink(self.p("shm", "held"))
+        self.assertEqual(cm.exception.errno, 16)   # EBUSY: a job maps it
+        open(go, "w").close()
+        self.assertTrue(c.recv()["ok"])
+        os.unlink(self.p("shm", "held"))
+        self.assertNotIn("held", os.listdir(self.p("shm")))
+
     def test_second_daemon_refuses_a_live_mount(self):
         other = DaemonFixture(mount=self.mnt)
         try:
