@@ -371,6 +371,8 @@ static int seg_set_size(struct shm *s, struct seg *g, int fd, off_t size)
 
 	if (size < 0)
 		return -EINVAL;
+	if (size < g->size && g->leases > 0)
+		return -EBUSY;   /* a job maps it: shrinking would fault its stores */
 	if (fstat(fd, &st) < 0)
 		return -errno;
 	if (size > g->size && ((size_t)(size - g->size) > s->quota ||

@@ -23,7 +23,7 @@
  *
  * Each segment has an id (never reused) and a generation (bumped on every
  * resize); a job that uses a segment leases it, and a leased segment
- * cannot be removed (-EBUSY).
+ * cannot be removed or shrunk (-EBUSY).
  *
  * Errors: -errno (-EINVAL bad name, -EDQUOT over quota, -ENOSPC too many
  * segments, -EBUSY leased, -ENOENT unknown).
