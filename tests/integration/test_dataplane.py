@@ -200,6 +200,17 @@ class TestDescriptors(DataPlaneTest):
         self.assertFalse(os.path.exists(seg["path"]))
         self.assertEqual(os.listdir(os.path.dirname(seg["path"])), [])
 
+    def test_a_worker_killed_mid_job_leaks_nothing(self):
+        c = self.connect()
+        seg = self.create(c, MIB, name="k")
+        before = sorted(os.listdir(os.path.dirname(seg["path"])))
+        m = c.call(exec_req(2, "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)",
+                            arrays=[view("x", "k")]))
+        self.assertEqual((m["ok"], m["reason"]), (False, "signal"))
+        self.assertEqual(self.names(c)["k"]["leases"], 0)
+        self.assertEqual(sorted(os.listdir(os.path.dirname(seg["path"]))), before)
+        self.assertTrue(c.call({"v": 1, "id": 3, "op": "shm_remove", "name": "k"})["ok"])
+
 
 @unittest.skipUnless(have_bubble("cp311", "numpy-2.2.6") and have_bubble("cp311", "numpy-1.26.4"),
                      "numpy bubbles for 3.11 are not installed (scripts/bubbles.sh)")
