@@ -9,10 +9,12 @@
  * omni_call and reads replies, parsing a reply's JSON (cJSON) where it
  * holds a list to print as a table.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,9 +52,19 @@ static const char cmd_usage_text[] =
 	"  install SPEC [--python PY] [--quiet]\n"
 	"        create the bubbles of SPEC (\"numpy==1.26.4\", \"a==1,b==2\") for PY\n"
 	"  exec --spec SPEC [--python PY] [--timeout S] [--tag T] [--once] [--json]\n"
+	"       [--array NAME=SEGMENT:DTYPE:D1,D2,...[:OFFSET]]... [--bind NAME=JSON]...\n"
 	"       (-c CODE | FILE | -)\n"
 	"        run Python code in the worker of SPEC (\"base\": no bubble) and print\n"
-	"        its stdout and stderr; --json prints the whole reply\n"
+	"        its stdout and stderr; --json prints the whole reply.  --array binds\n"
+	"        a view of a shared segment as the global NAME (a numpy array where\n"
+	"        the worker has numpy; written in place), e.g.\n"
+	"        --array arr_in=frame:float32:1024,1024; --bind binds a JSON value\n"
+	"  shm create NAME SIZE   create a shared segment of SIZE bytes (suffix K, M,\n"
+	"                         G: KiB, MiB, GiB) and print its file; it persists\n"
+	"                         (this command's connection ends when it exits)\n"
+	"                         until `shm rm`\n"
+	"  shm ls [--json]        shared segments\n"
+	"  shm rm NAME            remove a segment (refused while a job uses it)\n"
 	"  pythons [--json]       interpreters the daemon knows and the short names\n"
 	"  list [--json]          installed bubbles\n"
 	"  workers [--json]       live workers\n"
@@ -66,12 +78,14 @@ static const char cmd_usage_text[] =
 	"  --socket PATH          the daemon's socket (else $OMNIPKG_SOCKET, else the\n"
 	"                         default under the runtime directory)\n"
 	"\n"
-	"exec, pythons, list, workers and status start omnipkgd if it is not running.\n"
+	"exec, pythons, list, workers, status, shm create and shm ls start omnipkgd\n"
+	"if it is not running.\n"
 	"\n"
 	"exit codes:\n"
 	"  0    success\n"
 	"  1    the job ran and failed (exception, timeout, crash)\n"
-	"  2    the request was refused (bad spec, unknown interpreter, missing bubble)\n"
+	"  2    the request was refused (bad spec, unknown interpreter, missing bubble,\n"
+	"       no such segment, segment in use, over the shared-memory quota)\n"
 	"  100  usage error\n"
 	"  111  system failure (cannot reach or start the daemon, other errors)\n";
 
@@ -148,6 +162,47 @@ static int cmd_reply_failed(const omni_reply *r)
 	const char *e = omni_reply_str(r, "error");
 
 	return cmd_fail(cmd_exit_for(r), "%s", *e ? e : "the daemon refused the request");
+}
+
+/* The exit code of a -errno from a library call that reports a failed
+ * reply that way (omni_shm_*): the errnos of refusing reasons (nosegment,
+ * leased, quota, badarg, a name in use) are refusals. */
+static int cmd_exit_errno(int rc)
+{
+	switch (rc) {
+	case -ENOENT: case -EBUSY: case -EDQUOT: case -EEXIST: case -EINVAL:
+	case -ENAMETOOLONG:
+		return CMD_REFUSED;
+	default:
+		return CMD_SYSFAIL;
+	}
+}
+
+/* A byte count: digits with an optional K, M, G or T (powers of 1024). */
+static int cmd_parse_size(const char *text, uint64_t *out)
+{
+	static const char units[] = "KMGT";
+	unsigned long long v;
+	const char *u;
+	char *end;
+
+	if (!isdigit((unsigned char)text[0]))
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(text, &end, 10);
+	if (errno)
+		return -EINVAL;
+	if (*end) {
+		if (end[1] || !(u = strchr(units, toupper((unsigned char)*end))))
+			return -EINVAL;
+		for (long k = u - units; k >= 0; k--) {
+			if (v > UINT64_MAX / 1024)
+				return -EINVAL;
+			v *= 1024;
+		}
+	}
+	*out = v;
+	return 0;
 }
 
 /* Sends op, prints its reply as JSON or hands its parsed body to show. */
@@ -376,6 +431,91 @@ static void cmd_print_failure(const omni_reply *r)
 		fprintf(stderr, "omnipkg: job failed (%s)\n", *reason ? reason : "no reason given");
 }
 
+/* The --array views of one exec: a[i] points into text[i] and shape[i]. */
+struct cmd_views {
+	omni_array *a;                               /* owned, n used */
+	int64_t (*shape)[OMNI_ARRAY_MAX_DIM];        /* owned */
+	char **text;                                 /* owned: each a copy, cut up */
+	size_t n, cap;
+};
+
+static void cmd_views_free(struct cmd_views *v)
+{
+	for (size_t i = 0; i < v->n; i++)
+		free(v->text[i]);
+	free(v->a);
+	free(v->shape);
+	free(v->text);
+}
+
+/* Cuts s at the first sep: returns what follows it, NULL when absent. */
+static char *cmd_cut(char *s, int sep)
+{
+	char *p = strchr(s, sep);
+
+	if (p)
+		*p++ = '\0';
+	return p;
+}
+
+/* Adds the view NAME=SEGMENT:DTYPE:D1,D2,...[:OFFSET] (an empty dims list:
+ * zero dimensions).  CMD_OK, or a usage error already reported. */
+static int cmd_views_add(struct cmd_views *v, const char *arg)
+{
+	char *t, *seg, *dtype, *dims, *off;
+	omni_array *a;
+	uint64_t n;
+
+	if (!(t = strdup(arg)))
+		return cmd_fail(CMD_SYSFAIL, "out of memory");
+	v->text[v->n] = t;
+	a = &v->a[v->n];
+	a->shape = v->shape[v->n];
+	v->n++;
+	if (!(seg = cmd_cut(t, '=')) || !*t || !(dtype = cmd_cut(seg, ':')) || !*seg ||
+	    !(dims = cmd_cut(dtype, ':')) || !*dtype)
+		goto bad;
+	off = cmd_cut(dims, ':');
+	a->name = t;
+	a->segment = seg;
+	a->dtype = dtype;
+	for (char *d = *dims ? dims : NULL, *next; d; d = next) {
+		next = cmd_cut(d, ',');
+		if (a->ndim == OMNI_ARRAY_MAX_DIM || d[strspn(d, "0123456789")] ||
+		    cmd_parse_size(d, &n) < 0 || n > INT64_MAX)
+			goto bad;
+		v->shape[v->n - 1][a->ndim++] = (int64_t)n;
+	}
+	if (off && cmd_parse_size(off, &a->offset) < 0)
+		goto bad;
+	return CMD_OK;
+bad:
+	return cmd_usage_error("exec", "--array wants NAME=SEGMENT:DTYPE:D1,D2,...[:OFFSET] "
+			       "(e.g. arr_in=frame:float32:1024,1024), not '%s'", arg);
+}
+
+/* Adds NAME=JSON to the object bind. */
+static int cmd_bind_add(cJSON *bind, const char *arg)
+{
+	const char *eq = strchr(arg, '=');
+	char name[256];
+	cJSON *val;
+
+	if (!eq || eq == arg || (size_t)(eq - arg) >= sizeof name)
+		return cmd_usage_error("exec", "--bind wants NAME=JSON, not '%s'", arg);
+	memcpy(name, arg, (size_t)(eq - arg));
+	name[eq - arg] = '\0';
+	if (cJSON_GetObjectItemCaseSensitive(bind, name))
+		return cmd_usage_error("exec", "--bind %s given twice", name);
+	if (!(val = cJSON_Parse(eq + 1)))
+		return cmd_usage_error("exec", "--bind %s: '%s' is not JSON", name, eq + 1);
+	if (!cJSON_AddItemToObject(bind, name, val)) {
+		cJSON_Delete(val);
+		return cmd_fail(CMD_SYSFAIL, "out of memory");
+	}
+	return CMD_OK;
+}
+
 static int cmd_exec(int argc, char **argv)
 {
 	static const struct option lo[] = {
@@ -385,17 +525,29 @@ static int cmd_exec(int argc, char **argv)
 		{ "tag", required_argument, NULL, 'T' },
 		{ "once", no_argument, NULL, 'o' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "array", required_argument, NULL, 'a' },
+		{ "bind", required_argument, NULL, 'b' },
 		{ "socket", required_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	omni_exec_opts o = { 0 };
 	const char *inline_code = NULL;
-	char *code = NULL, *end;
+	char *code = NULL, *end, *bind_text = NULL;
+	struct cmd_views views = { 0 };
 	omni_client *c = NULL;
 	omni_reply *r = NULL;
+	cJSON *bind = NULL;
 	int ch, json = 0, rc, ret;
 
+	/* each --array takes two argv entries at least: argc bounds them */
+	views.a = calloc((size_t)argc, sizeof *views.a);
+	views.shape = calloc((size_t)argc, sizeof *views.shape);
+	views.text = calloc((size_t)argc, sizeof *views.text);
+	if (!views.a || !views.shape || !views.text || !(bind = cJSON_CreateObject())) {
+		ret = cmd_fail(CMD_SYSFAIL, "out of memory");
+		goto out;
+	}
 	while ((ch = cmd_getopt(argc, argv, ":c:h", lo)) != -1) {
 		switch (ch) {
 		case 's': o.spec = optarg; break;
@@ -405,27 +557,50 @@ static int cmd_exec(int argc, char **argv)
 		case 'j': json = 1; break;
 		case 'c': inline_code = optarg; break;
 		case 'S': cmd_socket = optarg; break;
-		case 'h': fputs(cmd_usage_text, stdout); return CMD_OK;
+		case 'h': fputs(cmd_usage_text, stdout); ret = CMD_OK; goto out;
+		case 'a':
+			if ((ret = cmd_views_add(&views, optarg)) != CMD_OK)
+				goto out;
+			break;
+		case 'b':
+			if ((ret = cmd_bind_add(bind, optarg)) != CMD_OK)
+				goto out;
+			break;
 		case 't':
 			errno = 0;
 			o.timeout = strtod(optarg, &end);
-			if (errno || end == optarg || *end || !isfinite(o.timeout) || o.timeout <= 0)
-				return cmd_usage_error("exec", "--timeout wants seconds > 0, not '%s'",
-						       optarg);
+			if (errno || end == optarg || *end || !isfinite(o.timeout) || o.timeout <= 0) {
+				ret = cmd_usage_error("exec", "--timeout wants seconds > 0, not '%s'",
+						      optarg);
+				goto out;
+			}
 			break;
-		default: return CMD_USAGE;
+		default: ret = CMD_USAGE; goto out;
 		}
 	}
-	if (!o.spec)
-		return cmd_usage_error("exec", "--spec SPEC is required (\"base\": no bubble)");
-	if (argc - optind > 1 || (inline_code && argc - optind == 1))
-		return cmd_usage_error("exec", "give the code once: -c CODE, FILE or - for stdin");
-	if (!inline_code && argc - optind == 0)
-		return cmd_usage_error("exec", "no code: give -c CODE, FILE or - for stdin");
+	ret = CMD_USAGE;
+	if (!o.spec) {
+		cmd_usage_error("exec", "--spec SPEC is required (\"base\": no bubble)");
+		goto out;
+	}
+	if (argc - optind > 1 || (inline_code && argc - optind == 1)) {
+		cmd_usage_error("exec", "give the code once: -c CODE, FILE or - for stdin");
+		goto out;
+	}
+	if (!inline_code && argc - optind == 0) {
+		cmd_usage_error("exec", "no code: give -c CODE, FILE or - for stdin");
+		goto out;
+	}
 	if (inline_code)
 		o.code = inline_code;
 	else if (!(o.code = code = cmd_read_code(argv[optind])))
-		return CMD_USAGE;
+		goto out;
+	o.arrays = views.a;
+	o.narrays = views.n;
+	if (cJSON_GetArraySize(bind) > 0 && !(o.bind_json = bind_text = cJSON_PrintUnformatted(bind))) {
+		ret = cmd_fail(CMD_SYSFAIL, "out of memory");
+		goto out;
+	}
 
 	if ((ret = cmd_connect(&c, OMNI_CONNECT_AUTOSTART)) != CMD_OK)
 		goto out;
@@ -451,6 +626,9 @@ out:
 	omni_reply_free(r);
 	omni_close(c);
 	free(code);
+	cmd_views_free(&views);
+	cJSON_free(bind_text);
+	cJSON_Delete(bind);
 	return ret;
 }
 
@@ -761,6 +939,135 @@ static int cmd_daemon(int argc, char **argv)
 	return cmd_usage_error("daemon", "unknown subcommand '%s' (start, stop or status)", argv[1]);
 }
 
+/* ---- shm create|ls|rm --------------------------------------------------- */
+
+/* Options of shm create and rm (the globals only); CMD_OK, -1 after
+ * --help, or a usage error. */
+static int cmd_shm_opts(int argc, char **argv, int nargs, const char *what)
+{
+	static const struct option lo[] = {
+		{ "socket", required_argument, NULL, 'S' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int ch;
+
+	while ((ch = cmd_getopt(argc, argv, ":h", lo)) != -1) {
+		switch (ch) {
+		case 'S': cmd_socket = optarg; break;
+		case 'h': fputs(cmd_usage_text, stdout); return -1;
+		default: return CMD_USAGE;
+		}
+	}
+	if (argc - optind != nargs)
+		return cmd_usage_error("shm", "%s", what);
+	return CMD_OK;
+}
+
+static int cmd_shm_create(int argc, char **argv)
+{
+	omni_client *c = NULL;
+	omni_segment seg;
+	uint64_t size;
+	int rc;
+
+	if ((rc = cmd_shm_opts(argc, argv, 2, "create needs NAME and SIZE")) != CMD_OK)
+		return rc < 0 ? CMD_OK : rc;
+	if (cmd_parse_size(argv[optind + 1], &size) < 0)
+		return cmd_usage_error("shm", "SIZE wants bytes, or a number with K, M or G, "
+				       "not '%s'", argv[optind + 1]);
+	if ((rc = cmd_connect(&c, OMNI_CONNECT_AUTOSTART)) != CMD_OK)
+		return rc;
+	/* persistent: the segment must outlive this process's connection */
+	rc = omni_shm_create(c, argv[optind], size, OMNI_SHM_PERSIST, &seg);
+	omni_close(c);
+	if (rc < 0)
+		return cmd_fail(cmd_exit_errno(rc), "shm create %s: %s", argv[optind],
+				rc == -EEXIST ? "a segment of that name exists"
+				: rc == -EINVAL ? "not a segment name ([A-Za-z0-9._-], at most 128) "
+						  "or size the daemon takes"
+				: omni_strerror(rc));
+	puts(seg.path);
+	return CMD_OK;
+}
+
+static int cmd_show_shm(const cJSON *body)
+{
+	const cJSON *list = cJSON_GetObjectItemCaseSensitive(body, "segments"), *g, *d;
+	static const char *const head[] = { "NAME", "SIZE", "LEASES", "PERSIST", "DTYPE",
+					    "SHAPE", "PATH" };
+	struct cmd_tab t = { .ncol = 7 };
+
+	if (!cJSON_IsArray(list) || cJSON_GetArraySize(list) == 0) {
+		puts("no shared segments (create one with `omnipkg shm create NAME SIZE`)");
+		return CMD_OK;
+	}
+	cmd_tab_row(&t, head);
+	cJSON_ArrayForEach(g, list) {
+		char size[32], leases[24], shape[256] = "";
+		const char *cells[7];
+		size_t k = 0;
+
+		snprintf(size, sizeof size, "%.0f", cmd_num(g, "size"));
+		snprintf(leases, sizeof leases, "%.0f", cmd_num(g, "leases"));
+		cJSON_ArrayForEach(d, cJSON_GetObjectItemCaseSensitive(g, "shape"))
+			if (k < sizeof shape)
+				k += (size_t)snprintf(shape + k, sizeof shape - k, "%s%.0f",
+						      k ? "," : "", cJSON_IsNumber(d) ? d->valuedouble : 0);
+		cells[0] = cmd_str(g, "name");
+		cells[1] = size;
+		cells[2] = leases;
+		cells[3] = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(g, "persist")) ? "yes" : "no";
+		cells[4] = cmd_str(g, "dtype");
+		cells[5] = shape;
+		cells[6] = cmd_str(g, "path");
+		cmd_tab_row(&t, cells);
+	}
+	cmd_tab_print(&t);
+	return CMD_OK;
+}
+
+static int cmd_shm_ls(int argc, char **argv)
+{
+	int json, rc = cmd_json_only(argc, argv, &json);
+
+	return rc ? (rc < 0 ? CMD_OK : rc)
+		  : cmd_simple(OMNI_CONNECT_AUTOSTART, "shm_list", json, cmd_show_shm);
+}
+
+static int cmd_shm_rm(int argc, char **argv)
+{
+	omni_client *c = NULL;
+	int rc;
+
+	if ((rc = cmd_shm_opts(argc, argv, 1, "rm needs one NAME")) != CMD_OK)
+		return rc < 0 ? CMD_OK : rc;
+	if ((rc = cmd_connect(&c, 0)) != CMD_OK)
+		return rc;
+	rc = omni_shm_remove(c, argv[optind]);
+	omni_close(c);
+	if (rc < 0)
+		return cmd_fail(cmd_exit_errno(rc), "shm rm %s: %s", argv[optind],
+				rc == -ENOENT ? "no such segment" : omni_strerror(rc));
+	return CMD_OK;
+}
+
+static int cmd_shm(int argc, char **argv)
+{
+	static const struct cmd_entry sub[] = {
+		{ "create", cmd_shm_create },
+		{ "ls", cmd_shm_ls },
+		{ "rm", cmd_shm_rm },
+	};
+
+	if (argc < 2)
+		return cmd_usage_error("shm", "needs create, ls or rm");
+	for (size_t i = 0; i < sizeof sub / sizeof sub[0]; i++)
+		if (strcmp(argv[1], sub[i].name) == 0)
+			return sub[i].run(argc - 1, argv + 1);
+	return cmd_usage_error("shm", "unknown subcommand '%s' (create, ls or rm)", argv[1]);
+}
+
 /* ---- help, dispatch --------------------------------------------------- */
 
 static int cmd_help(int argc, char **argv)
@@ -779,6 +1086,7 @@ static const struct cmd_entry cmd_table[] = {
 	{ "workers", cmd_workers },
 	{ "status", cmd_status },
 	{ "daemon", cmd_daemon },
+	{ "shm", cmd_shm },
 	{ "help", cmd_help },
 };
 

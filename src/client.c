@@ -40,6 +40,7 @@
 #include <cjson/cJSON.h>
 
 #include "bubble.h"
+#include "client_shm.h"
 #include "config.h"
 #include "interp.h"
 #include "paths.h"
@@ -825,6 +826,8 @@ int omni_exec_send(omni_client *c, const omni_exec_opts *o, uint64_t *id_out)
 		goto out;
 	if (o->once && !cJSON_AddTrueToObject(msg, "once"))
 		goto out;
+	if ((o->narrays || o->bind_json) && (rc = client_shm_exec_args(msg, o)) < 0)
+		goto out;
 	rc = client__send_op(c, msg, "exec", id_out);
 out:
 	cJSON_Delete(msg);
@@ -862,6 +865,22 @@ int omni_call(omni_client *c, const char *op, const char *args_json, omni_reply 
 int omni_status(omni_client *c, omni_reply **out)
 {
 	return omni_call(c, "status", NULL, out);
+}
+
+int client_call_msg(omni_client *c, cJSON *msg, const char *op, omni_reply **out)
+{
+	uint64_t id;
+	int rc;
+
+	*out = NULL;
+	if ((rc = client__send_op(c, msg, op, &id)) < 0)
+		return rc;
+	return client__wait_id(c, id, -1, out);
+}
+
+const cJSON *client_reply_obj(const omni_reply *r)
+{
+	return r ? r->obj : NULL;
 }
 
 /* ---- reply accessors -------------------------------------------------- */
@@ -1002,6 +1021,10 @@ const char *omni_strerror(int err)
 		       "is not the caller's own";
 	case -EOVERFLOW:
 		return "request ids of this connection are used up (2^53)";
+	case -EDQUOT:
+		return "over the shared-memory quota";
+	case -EBUSY:
+		return "a job is using that shared segment";
 	}
 	return strerror(err < 0 ? -err : err);
 }

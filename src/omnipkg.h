@@ -40,6 +40,26 @@ extern "C" {
 typedef struct omni_client omni_client;
 typedef struct omni_reply omni_reply;
 
+/* How a job may use an array (the worker maps "in" read-only). */
+enum { OMNI_ACCESS_INOUT = 0, OMNI_ACCESS_IN = 1, OMNI_ACCESS_OUT = 2 };
+
+#define OMNI_ARRAY_MAX_DIM 32
+
+/* A view of a shared segment, bound as a global before the code runs (a
+ * numpy ndarray in a worker that has numpy).  Every pointer is borrowed
+ * for the call that sends it; the daemon checks the view against the
+ * segment (see proto.h, op exec). */
+typedef struct omni_array {
+	const char *name;       /* the global's name: a Python identifier */
+	const char *segment;    /* a segment's name (omni_shm_create) */
+	const char *dtype;      /* "float32", "<f4", "int64", "bool", ... */
+	const int64_t *shape;   /* ndim sizes; may be NULL when ndim is 0 */
+	int ndim;               /* 0..OMNI_ARRAY_MAX_DIM */
+	uint64_t offset;        /* bytes from the segment's start */
+	const int64_t *strides; /* ndim byte strides; NULL: C order (not sent) */
+	int access;             /* OMNI_ACCESS_* */
+} omni_array;
+
 typedef struct omni_exec_opts {
 	const char *spec;    /* required: "numpy==1.26.4", "a==1,b==2" or "base" */
 	const char *python;  /* "3.11", "3.11.7", an absolute path; NULL: daemon default */
@@ -47,6 +67,10 @@ typedef struct omni_exec_opts {
 	double timeout;      /* seconds; <= 0: the daemon's default */
 	const char *tag;     /* NULL or a worker tag: same spec, separate worker */
 	int once;            /* nonzero: ephemeral worker, gone after the job */
+	const omni_array *arrays;  /* narrays views, leased by the job while it runs */
+	size_t narrays;
+	const char *bind_json;     /* NULL or a JSON object text: {name: value}
+	                              bound as globals as they are */
 } omni_exec_opts;
 
 #define OMNI_CONNECT_AUTOSTART 0x1  /* start omnipkgd if none answers (never
@@ -115,6 +139,43 @@ OMNI_API int omni_install(const char *spec, const char *python, int quiet, char 
  * (may be NULL); -EPERM inside a worker, or when the runtime directory is
  * not the caller's own (see omni_connect).  OMNI_CONNECT_AUTOSTART uses it. */
 OMNI_API int omni_daemon_start(const char *socket_path, char *err, size_t errlen);
+
+/*
+ * Shared segments: files on a tmpfs the daemon owns; mapping one maps the
+ * same pages in every process, workers included.  A segment belongs to
+ * the connection that created it and goes when that closes (once no job
+ * leases it), unless created with OMNI_SHM_PERSIST.  Failed requests give
+ * -EDQUOT (over the quota), -EBUSY (a job leases it), -ENOENT (no such
+ * segment), -EEXIST (name in use) or -EINVAL (bad name or size).
+ */
+#define OMNI_SHM_PERSIST 0x1       /* outlives the connection; omni_shm_remove */
+#define OMNI_SHM_NAME_MAX 128      /* [A-Za-z0-9._-], not "." or ".." */
+#define OMNI_SHM_PATH_MAX 4096
+
+typedef struct omni_segment {
+	char name[OMNI_SHM_NAME_MAX + 1];
+	uint64_t id;       /* never reused by a daemon */
+	uint64_t gen;      /* bumped on every resize */
+	uint64_t size;     /* bytes */
+	char path[OMNI_SHM_PATH_MAX];   /* the backing file */
+} omni_segment;
+
+/* Creates a segment of size bytes, its pages reserved; name NULL: the
+ * daemon picks one.  *out describes it (may be NULL). */
+OMNI_API int omni_shm_create(omni_client *c, const char *name, uint64_t size, int flags,
+			     omni_segment *out);
+/* Describes the segment called name (looked up with shm_list). */
+OMNI_API int omni_shm_open(omni_client *c, const char *name, omni_segment *out);
+OMNI_API int omni_shm_remove(omni_client *c, const char *name);
+/* The daemon's segments: the reply's "segments" array ({name, id, gen,
+ * size, leases, persist, path, dtype, shape}); caller frees *out. */
+OMNI_API int omni_shm_list(omni_client *c, omni_reply **out);
+/* Maps s's file as it is now (opened without following a symlink; it
+ * must be a regular file of the caller's uid), shared, read-only unless
+ * writable.  *len: the file's size, which may differ from s->size after a
+ * resize; an empty file gives *addr NULL and *len 0.  Needs no daemon. */
+OMNI_API int omni_shm_map(const omni_segment *s, int writable, void **addr, size_t *len);
+OMNI_API int omni_shm_unmap(void *addr, size_t len);   /* addr NULL: nothing */
 
 /*
  * Why a request failed: the "reason" of a failed reply.  One table for the

@@ -390,6 +390,96 @@ static void script_ids(struct fake *f, int fd)
 	fake_read(fd);
 }
 
+/* Reads a request and checks that its text is exactly want. */
+static void fake_expect_text(struct fake *f, int fd, const char *want, int line)
+{
+	char *got = fake_read_text(fd);
+
+	if (!got || strcmp(got, want) != 0) {
+		fprintf(stderr, "\nline %d: request\n  %s\nnot\n  %s\n", line, got ? got : "(none)",
+			want);
+		if (!f->bad_line)
+			f->bad_line = line;
+	}
+	free(got);
+}
+
+#define SEG_FRAME "{\"name\":\"frame\",\"id\":7,\"gen\":2,\"size\":1048576," \
+		  "\"path\":\"/run/x/shm/frame\"}"
+
+/* shm_create (named and persistent, then neither), shm_list twice (the
+ * second for omni_shm_open), shm_remove: each request's exact text. */
+static void script_shm(struct fake *f, int fd)
+{
+	fake_hello(f, fd, PROTO_VERSION);
+	fake_expect_text(f, fd, "{\"size\":1048576,\"name\":\"frame\",\"persist\":true,\"v\":1,"
+			 "\"id\":2,\"op\":\"shm_create\"}", __LINE__);
+	fake_reply(fd, 2, 1, "{\"segment\":" SEG_FRAME "}");
+	fake_expect_text(f, fd, "{\"size\":9007199254740993,\"v\":1,\"id\":3,"
+			 "\"op\":\"shm_create\"}", __LINE__);
+	fake_reply(fd, 3, 1, "{\"segment\":{\"name\":\"s1\",\"id\":8,\"gen\":0,\"size\":4096,"
+		   "\"path\":\"/run/x/shm/s1\"}}");
+	for (int id = 4; id <= 5; id++) {
+		char want[64];
+
+		snprintf(want, sizeof want, "{\"v\":1,\"id\":%d,\"op\":\"shm_list\"}", id);
+		fake_expect_text(f, fd, want, __LINE__);
+		fake_reply(fd, id, 1, "{\"segments\":[{\"name\":\"s1\",\"id\":8,\"gen\":0,"
+			   "\"size\":4096,\"leases\":0,\"persist\":false,\"path\":\"/run/x/shm/s1\"},"
+			   "{\"name\":\"frame\",\"id\":7,\"gen\":2,\"size\":1048576,\"leases\":1,"
+			   "\"persist\":true,\"path\":\"/run/x/shm/frame\"}]}");
+	}
+	fake_expect_text(f, fd, "{\"name\":\"frame\",\"v\":1,\"id\":6,\"op\":\"shm_remove\"}",
+			 __LINE__);
+	fake_reply(fd, 6, 1, NULL);
+	fake_read(fd);
+}
+
+/* Failed replies, each answering the next request whatever it is. */
+static void script_shm_refusals(struct fake *f, int fd)
+{
+	static const char *const replies[] = {
+		"{\"error\":\"over quota\",\"errno\":122,\"reason\":\"quota\"}",
+		"{\"error\":\"name in use\",\"errno\":17,\"reason\":\"badarg\"}",
+		"{\"error\":\"bad size\",\"reason\":\"badarg\"}",
+		"{\"error\":\"in use\",\"errno\":16,\"reason\":\"leased\"}",
+		"{\"error\":\"no such\",\"reason\":\"nosegment\"}",
+		"{\"error\":\"stopping\",\"reason\":\"shutdown\"}",
+		"{\"segments\":[]}",
+	};
+
+	fake_hello(f, fd, PROTO_VERSION);
+	for (size_t i = 0; i < sizeof replies / sizeof replies[0]; i++) {
+		cJSON *m = fake_read(fd);
+
+		FAKE_EXPECT(f, m != NULL);
+		fake_reply(fd, m ? fake_num(m, "id") : 0, i + 1 == sizeof replies / sizeof replies[0],
+			   replies[i]);
+		cJSON_Delete(m);
+	}
+	fake_read(fd);
+}
+
+static void script_exec_arrays(struct fake *f, int fd)
+{
+	fake_hello(f, fd, PROTO_VERSION);
+	fake_expect_text(f, fd, "{\"spec\":\"base\",\"code\":\"pass\",\"arrays\":["
+			 "{\"name\":\"arr_in\",\"segment\":\"frame\",\"dtype\":\"float32\","
+			 "\"shape\":[512,512],\"offset\":0,\"access\":\"in\"},"
+			 "{\"name\":\"out\",\"segment\":\"o\",\"dtype\":\"<i8\",\"shape\":[3,2],"
+			 "\"offset\":1000000000000001,\"strides\":[8,-24],\"access\":\"out\"},"
+			 "{\"name\":\"s\",\"segment\":\"o\",\"dtype\":\"|u1\",\"shape\":[],"
+			 "\"offset\":0,\"access\":\"inout\"}],"
+			 "\"bind\":{\"k\":3,\"t\":[\"x\",null]},\"v\":1,\"id\":2,\"op\":\"exec\"}",
+			 __LINE__);
+	fake_reply(fd, 2, 1, "{\"stdout\":\"\"}");
+	/* nothing of the refused ones in between */
+	fake_expect_text(f, fd, "{\"spec\":\"base\",\"code\":\"pass\",\"bind\":{},\"v\":1,"
+			 "\"id\":3,\"op\":\"exec\"}", __LINE__);
+	fake_reply(fd, 3, 1, NULL);
+	fake_read(fd);
+}
+
 /* ---- tests ------------------------------------------------------------ */
 
 static void test_connect_and_status(void)
@@ -536,6 +626,165 @@ static void test_exec(void)
 	CU_ASSERT_EQUAL(omni_send(c, "status", "{not json", NULL), -EINVAL);
 	omni_close(c);
 	CU_ASSERT_EQUAL(fake_stop(&f), 0);
+}
+
+static void test_shm_requests(void)
+{
+	struct fake f;
+	omni_client *c = NULL;
+	omni_reply *r = NULL;
+	omni_segment s;
+
+	CU_ASSERT_FATAL(fake_start(&f, script_shm) == 0);
+	CU_ASSERT_FATAL(omni_connect(&c, f.path, 0) == 0);
+	CU_ASSERT_EQUAL(omni_shm_create(c, "frame", 1 << 20, OMNI_SHM_PERSIST, &s), 0);
+	CU_ASSERT_STRING_EQUAL(s.name, "frame");
+	CU_ASSERT_STRING_EQUAL(s.path, "/run/x/shm/frame");
+	CU_ASSERT_EQUAL(s.id, 7);
+	CU_ASSERT_EQUAL(s.gen, 2);
+	CU_ASSERT_EQUAL(s.size, 1 << 20);
+	/* the size goes as exact digits, past what a double holds */
+	CU_ASSERT_EQUAL(omni_shm_create(c, NULL, (UINT64_C(1) << 53) + 1, 0, &s), 0);
+	CU_ASSERT_STRING_EQUAL(s.name, "s1");
+	CU_ASSERT_EQUAL(omni_shm_list(c, &r), 0);
+	CU_ASSERT(omni_reply_ok(r));
+	CU_ASSERT_PTR_NOT_NULL(strstr(omni_reply_json(r), "\"leases\":1"));
+	omni_reply_free(r);
+	memset(&s, 0, sizeof s);
+	CU_ASSERT_EQUAL(omni_shm_open(c, "frame", &s), 0);
+	CU_ASSERT_STRING_EQUAL(s.path, "/run/x/shm/frame");
+	CU_ASSERT_EQUAL(s.id, 7);
+	CU_ASSERT_EQUAL(s.size, 1 << 20);
+	CU_ASSERT_EQUAL(omni_shm_remove(c, "frame"), 0);
+	/* refused before anything is sent */
+	CU_ASSERT_EQUAL(omni_shm_create(c, "x", 1, 0x10, &s), -EINVAL);
+	CU_ASSERT_EQUAL(omni_shm_remove(c, NULL), -EINVAL);
+	omni_close(c);
+	CU_ASSERT_EQUAL(fake_stop(&f), 0);
+}
+
+static void test_shm_refusals(void)
+{
+	struct fake f;
+	omni_client *c = NULL;
+	omni_reply *r = (omni_reply *)&f;
+	omni_segment s;
+
+	CU_ASSERT_FATAL(fake_start(&f, script_shm_refusals) == 0);
+	CU_ASSERT_FATAL(omni_connect(&c, f.path, 0) == 0);
+	CU_ASSERT_EQUAL(omni_shm_create(c, "big", UINT64_C(1) << 40, 0, &s), -EDQUOT);
+	/* no reason of its own: the daemon's errno */
+	CU_ASSERT_EQUAL(omni_shm_create(c, "frame", 1, 0, &s), -EEXIST);
+	CU_ASSERT_EQUAL(omni_shm_create(c, "frame", 1, 0, &s), -EINVAL);
+	CU_ASSERT_EQUAL(omni_shm_remove(c, "frame"), -EBUSY);
+	CU_ASSERT_EQUAL(omni_shm_remove(c, "gone"), -ENOENT);
+	CU_ASSERT_EQUAL(omni_shm_list(c, &r), -EPROTO);
+	CU_ASSERT_PTR_NULL(r);
+	CU_ASSERT_EQUAL(omni_shm_open(c, "frame", &s), -ENOENT);
+	omni_close(c);
+	CU_ASSERT_EQUAL(fake_stop(&f), 0);
+	CU_ASSERT_PTR_NOT_NULL(strstr(omni_strerror(-EDQUOT), "quota"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(omni_strerror(-EBUSY), "segment"));
+}
+
+static void test_exec_arrays(void)
+{
+	static const int64_t shape_a[] = { 512, 512 }, shape_b[] = { 3, 2 }, strides_b[] = { 8, -24 };
+	omni_array a[] = {
+		{ .name = "arr_in", .segment = "frame", .dtype = "float32", .shape = shape_a,
+		  .ndim = 2, .access = OMNI_ACCESS_IN },
+		{ .name = "out", .segment = "o", .dtype = "<i8", .shape = shape_b, .ndim = 2,
+		  .offset = UINT64_C(1000000000000001), .strides = strides_b,
+		  .access = OMNI_ACCESS_OUT },
+		{ .name = "s", .segment = "o", .dtype = "|u1" },
+	};
+	omni_exec_opts o = { .spec = "base", .code = "pass", .arrays = a, .narrays = 3,
+			     .bind_json = "{\"k\": 3, \"t\": [\"x\", null]}" };
+	struct fake f;
+	omni_client *c = NULL;
+	omni_reply *r = NULL;
+
+	CU_ASSERT_FATAL(fake_start(&f, script_exec_arrays) == 0);
+	CU_ASSERT_FATAL(omni_connect(&c, f.path, 0) == 0);
+	CU_ASSERT_EQUAL(omni_exec(c, &o, &r), 0);
+	CU_ASSERT(omni_reply_ok(r));
+	omni_reply_free(r);
+
+	/* views and bind texts that cannot be sent are refused here */
+	o.narrays = 1;
+	o.bind_json = NULL;
+	a[0].ndim = OMNI_ARRAY_MAX_DIM + 1;
+	CU_ASSERT_EQUAL(omni_exec(c, &o, &r), -EINVAL);
+	a[0].ndim = 2;
+	a[0].access = 3;
+	CU_ASSERT_EQUAL(omni_exec(c, &o, &r), -EINVAL);
+	a[0].access = OMNI_ACCESS_IN;
+	a[0].segment = NULL;
+	CU_ASSERT_EQUAL(omni_exec(c, &o, &r), -EINVAL);
+	o.arrays = NULL;
+	CU_ASSERT_EQUAL(omni_exec(c, &o, &r), -EINVAL);
+	o.narrays = 0;
+	o.bind_json = "[1]";
+	CU_ASSERT_EQUAL(omni_exec(c, &o, &r), -EINVAL);
+	o.bind_json = "{";
+	CU_ASSERT_EQUAL(omni_exec(c, &o, &r), -EINVAL);
+	o.bind_json = "{}";
+	CU_ASSERT_EQUAL(omni_exec(c, &o, &r), 0);
+	omni_reply_free(r);
+	omni_close(c);
+	CU_ASSERT_EQUAL(fake_stop(&f), 0);
+}
+
+static void test_shm_map(void)
+{
+	char dir[] = "/tmp/omni-test-client.XXXXXX", link[96], buf[8];
+	omni_segment s = { .size = 8192 };
+	void *w = NULL, *ro = NULL;
+	size_t wlen = 0, rlen = 0;
+	int fd;
+
+	CU_ASSERT_FATAL(mkdtemp(dir) != NULL);
+	snprintf(s.path, sizeof s.path, "%s/seg", dir);
+	CU_ASSERT_FATAL((fd = open(s.path, O_RDWR | O_CREAT | O_EXCL, 0600)) >= 0);
+	CU_ASSERT_FATAL(ftruncate(fd, 8192) == 0);
+
+	CU_ASSERT_EQUAL(omni_shm_map(&s, 1, &w, &wlen), 0);
+	CU_ASSERT_EQUAL(omni_shm_map(&s, 0, &ro, &rlen), 0);
+	CU_ASSERT_EQUAL(wlen, 8192);
+	CU_ASSERT_EQUAL(rlen, 8192);
+	CU_ASSERT_FATAL(w && ro && w != ro);
+	/* one set of pages: written through one mapping, seen through the other and the file */
+	memcpy((char *)w + 4096, "bytes!", 7);
+	CU_ASSERT_STRING_EQUAL((char *)ro + 4096, "bytes!");
+	CU_ASSERT_EQUAL(pread(fd, buf, 7, 4096), 7);
+	CU_ASSERT_STRING_EQUAL(buf, "bytes!");
+	CU_ASSERT_EQUAL(omni_shm_unmap(w, wlen), 0);
+	CU_ASSERT_EQUAL(omni_shm_unmap(ro, rlen), 0);
+	CU_ASSERT_EQUAL(omni_shm_unmap(NULL, 0), 0);
+
+	/* the file as it is now, not the size once described */
+	CU_ASSERT_FATAL(ftruncate(fd, 0) == 0);
+	w = (void *)&s;
+	CU_ASSERT_EQUAL(omni_shm_map(&s, 1, &w, &wlen), 0);
+	CU_ASSERT_PTR_NULL(w);
+	CU_ASSERT_EQUAL(wlen, 0);
+
+	/* never through a symlink, never a file that is not one */
+	snprintf(link, sizeof link, "%s/link", dir);
+	CU_ASSERT_FATAL(symlink(s.path, link) == 0);
+	snprintf(s.path, sizeof s.path, "%s", link);
+	CU_ASSERT_EQUAL(omni_shm_map(&s, 0, &ro, &rlen), -EPERM);
+	CU_ASSERT_PTR_NULL(ro);
+	snprintf(s.path, sizeof s.path, "%s", dir);
+	CU_ASSERT_EQUAL(omni_shm_map(&s, 0, &ro, &rlen), -EPERM);
+	snprintf(s.path, sizeof s.path, "%s/missing", dir);
+	CU_ASSERT_EQUAL(omni_shm_map(&s, 0, &ro, &rlen), -ENOENT);
+
+	close(fd);
+	unlink(link);
+	snprintf(link, sizeof link, "%s/seg", dir);
+	unlink(link);
+	rmdir(dir);
 }
 
 static void test_recv_timeout(void)
@@ -906,6 +1155,10 @@ int main(int argc, char **argv)
 	    !CU_add_test(s, "server closes mid-reply", test_close_mid_reply) ||
 	    !CU_add_test(s, "malformed reply", test_bad_reply) ||
 	    !CU_add_test(s, "exec request and failed job", test_exec) ||
+	    !CU_add_test(s, "shm_create, shm_list, shm_remove requests", test_shm_requests) ||
+	    !CU_add_test(s, "shm refusals become errnos", test_shm_refusals) ||
+	    !CU_add_test(s, "exec with arrays and bind", test_exec_arrays) ||
+	    !CU_add_test(s, "shm_map maps a segment's file", test_shm_map) ||
 	    !CU_add_test(s, "recv timeout keeps the handle", test_recv_timeout) ||
 	    !CU_add_test(s, "ids exact up to 2^53", test_ids_exact_to_2_53) ||
 	    !CU_add_test(s, "trust: directory mode and symlink", test_trust_dir_mode_and_link) ||
