@@ -719,6 +719,11 @@ class DataPlaneTest(unittest.TestCase):
         self.assertEqual(np.frombuffer(self.file_bytes("s2")[:112], np.float32).tolist(),
                          (y * 2).ravel().tolist())                  # written in place
         self.assertEqual(len(self.ops("shm_create")), 2)
+        with self.assertRaises(TypeError):
+            self.c.execute_shm("base", "py:pass", {"arr_in": [1, 2]}, {})
+        with self.assertRaises(TypeError):
+            self.c.execute_shm("base", "py:pass", {"arr_in": np.array([object()])}, {})
+        self.assertEqual(len(self.ops("exec")), 1)
 
     def test_single_descriptors_bind_arr_and_tensor(self):
         np = self.np

@@ -563,6 +563,9 @@ class DaemonClient:
                 desc = _jsonable(value)
                 desc.update(name=name, shape=f["shape"], dtype=f["dtype"])
                 return dict(f, access=access), desc, None
+        if not _is_ndarray(value):
+            raise TypeError("an array argument is an ndarray or a descriptor dict, not %s"
+                            % type(value).__name__)
         a = value
         dt = _shm.dtype_of(a.dtype)
         loc = self.shm_pool.locate(a)
