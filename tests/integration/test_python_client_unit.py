@@ -4,7 +4,10 @@ daemon served by a thread on a temporary Unix socket.  Stdlib only.
     python -m unittest tests/integration/test_python_client_unit.py
 """
 
+import gc
+import glob
 import json
+import mmap
 import os
 import re
 import shutil
@@ -29,6 +32,39 @@ from omnipkg import DaemonClient  # noqa: E402
 from omnipkg.isolation.worker_daemon import DaemonClient as CompatClient  # noqa: E402
 
 TIMEOUT = 10.0
+
+
+def find_numpy():
+    """numpy for this interpreter: importable already, or from the newest
+    numpy bubble of its tag in the omnipkg home (put on sys.path); None
+    when there is none."""
+    try:
+        import numpy
+        return numpy
+    except ImportError:
+        pass
+    home = os.environ.get("OMNIPKG_HOME") or os.path.join(
+        os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "omnipkg")
+    tag = "cp%d%d" % sys.version_info[:2]
+    for d in sorted(glob.glob(os.path.join(home, "bubbles", tag, "numpy-*")), reverse=True):
+        sys.path.append(d)
+        try:
+            import numpy
+            return numpy
+        except ImportError:
+            sys.path.remove(d)
+    return None
+
+
+def need_numpy(test):
+    """numpy, else skip (fail under CI=true, where a bubble must be there)."""
+    n = find_numpy()
+    if n is None:
+        msg = "no numpy for Python %d.%d (scripts/bubbles.sh)" % sys.version_info[:2]
+        if os.environ.get("CI") == "true":
+            test.fail(msg)
+        test.skipTest(msg)
+    return n
 
 
 def frame(obj):
@@ -62,6 +98,12 @@ class FakeDaemon:
         self.exec_delay = {}         # code -> seconds before replying
         self.hold = None             # a threading.Barrier every exec waits on
         self.close_after_reply = False
+        # Shared segments: files in shm_dir, as the daemon's registry.
+        self.shm_dir = tempfile.mkdtemp(prefix="omnipkg-fake-shm-")
+        self.segments = {}           # name -> {"size", "path", "id"}
+        self.leased = set()          # names shm_remove refuses as leased
+        self.quota = None            # bytes shm_create may still reserve
+        self.next_seg = 0
         self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.srv.bind(path)
         self.srv.listen(16)
@@ -82,6 +124,7 @@ class FakeDaemon:
             except OSError:
                 pass
             c.close()
+        shutil.rmtree(self.shm_dir, ignore_errors=True)
 
     def _accept(self):
         while not self.stopped:
@@ -140,8 +183,94 @@ class FakeDaemon:
             except OSError:
                 pass
 
+    def shm_new(self, name, size):
+        with self.lock:
+            self.next_seg += 1
+            name = name or "s%d" % self.next_seg
+            path = os.path.join(self.shm_dir, name)
+            with open(path, "wb") as f:
+                f.truncate(size)
+            self.segments[name] = {"size": size, "path": path, "id": self.next_seg}
+        return {"name": name, "id": self.next_seg, "gen": 1, "size": size, "path": path}
+
+    def run_job(self, msg):
+        """Runs "py:<code>" as a worker would: arrays bound as numpy views of
+        the segment files, bind values as globals; a numpy `result` comes
+        back as result_array (a view of a segment it lives in, else a new
+        segment r<id>-res)."""
+        import numpy as np
+        g, spans = {"np": np}, []
+        for e in msg.get("arrays") or []:
+            seg = self.segments.get(e["segment"])
+            if seg is None:
+                return {"ok": False, "error": "no segment %s" % e["segment"], "reason": "nosegment"}
+            with open(seg["path"], "r+b") as f:
+                m = mmap.mmap(f.fileno(), seg["size"])
+            a = np.ndarray(e["shape"], np.dtype(e["dtype"]), buffer=m, offset=e.get("offset", 0),
+                           strides=e.get("strides"))
+            base = np.frombuffer(m, np.uint8).__array_interface__["data"][0]
+            spans.append((e["segment"], base, seg["size"]))
+            g[e["name"]] = a
+
+        def unjson(v):
+            if isinstance(v, dict) and set(v) == {"__ndarray__"}:
+                d = v["__ndarray__"]
+                return np.array(d["data"], dtype=d["dtype"]).reshape(d["shape"])
+            return v
+        g.update({k: unjson(v) for k, v in (msg.get("bind") or {}).items()})
+        out = []
+        g["print"] = lambda *a: out.append(" ".join(map(str, a)) + "\n")
+        try:
+            exec(msg["code"][3:], g)
+        except Exception as e:
+            return {"ok": False, "error": "%s: %s" % (type(e).__name__, e), "traceback": "tb",
+                    "reason": "exception", "stdout": "", "stderr": ""}
+        rep = {"ok": True, "stdout": "".join(out), "stderr": "", "worker_pid": 42}
+        res = g.get("result")
+        if isinstance(res, np.ndarray):
+            ptr = res.__array_interface__["data"][0]
+            for name, base, size in spans:
+                if base <= ptr < base + size:
+                    rep["result_array"] = {"segment": name, "dtype": res.dtype.str,
+                                           "shape": list(res.shape),
+                                           "strides": list(res.strides), "offset": ptr - base}
+                    break
+            else:
+                c = np.ascontiguousarray(res)
+                seg = self.shm_new("r%d-res" % msg["id"], max(1, c.nbytes))
+                with open(seg["path"], "r+b") as f:
+                    f.write(c.tobytes())
+                rep["result_array"] = {"segment": seg["name"], "dtype": c.dtype.str,
+                                       "shape": list(c.shape), "strides": list(c.strides),
+                                       "offset": 0}
+        elif "result" in g:
+            rep["result"] = res
+        return rep
+
     def handle(self, msg):
         op = msg.get("op")
+        if op == "shm_create":
+            if self.quota is not None:
+                if msg["size"] > self.quota:
+                    return {"ok": False, "error": "over quota", "errno": 122, "reason": "quota"}
+                self.quota -= msg["size"]
+            return {"ok": True, "segment": self.shm_new(msg.get("name"), msg["size"])}
+        if op == "shm_list":
+            return {"ok": True, "segments": [dict(v, name=k) for k, v in self.segments.items()]}
+        if op == "shm_remove":
+            name = msg["name"]
+            if name in self.leased:
+                return {"ok": False, "error": "leased", "errno": 16, "reason": "leased"}
+            with self.lock:
+                seg = self.segments.pop(name, None)
+            if seg is None:
+                return {"ok": False, "error": "no segment", "errno": 2, "reason": "nosegment"}
+            os.unlink(seg["path"])
+            if self.quota is not None:
+                self.quota += seg["size"]
+            return {"ok": True}
+        if op == "exec" and msg["code"].startswith("py:"):
+            return self.run_job(msg)
         if op == "hello":
             return {"ok": True, "daemon": "fake", "version": "0", "proto": 1, "pid": os.getpid()}
         if op == "status":
@@ -316,18 +445,23 @@ class ClientTest(unittest.TestCase):
 
     # ------------------------------------------------------ shared memory
 
-    def test_shm_nonempty_is_an_error(self):
-        rep = self.client.execute_shm("base", "x", {"name": "seg", "shape": [4],
-                                                    "dtype": "float64"}, {})
-        self.assertFalse(rep["success"])
-        self.assertEqual(rep["error"], "shared-memory transfer is not available yet")
-        rep = self.client.execute_shm("base", "x", {}, {"out": {"shape": [1]}})
-        self.assertFalse(rep["success"])
-        self.assertEqual(self.execs(), [])                 # nothing was sent
+    def test_shm_without_arrays_is_a_plain_exec(self):
         rep = self.client.execute_shm("base", "x", {}, {}, worker_tag="w", pin=True,
                                       max_memory_mb=100)
         self.assertTrue(rep["success"])
-        self.assertEqual(self.execs()[0]["tag"], "w")
+        ex = self.execs()[0]
+        self.assertEqual(ex["tag"], "w")
+        self.assertNotIn("arrays", ex)
+        self.assertEqual(ex["bind"], {"input_data": {"shm_in": {}, "shm_out": {}}})
+
+    def test_numpy_not_imported_by_the_client(self):
+        code = ("import sys, omnipkg; from omnipkg.isolation.worker_daemon import DaemonClient; "
+                "DaemonClient(socket_path=%r, auto_start=False).execute('base', 'x'); "
+                "print('numpy' in sys.modules)" % self.path)
+        r = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                           env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
+                           timeout=60)
+        self.assertEqual(r.stdout.strip(), "False")
 
     # ------------------------------------------------- connection handling
 
@@ -465,6 +599,283 @@ class ClientTest(unittest.TestCase):
         with mock.patch.dict(os.environ, {"OMNIPKG_RUNTIME_DIR": "", "XDG_RUNTIME_DIR": ""}):
             self.assertEqual(omc.default_socket_path(),
                              "/tmp/omnipkg-%d/omnipkgd.sock" % os.getuid())
+
+
+class DataPlaneTest(unittest.TestCase):
+    """Arrays in shared segments, against the fake daemon's registry and its
+    in-process stand-in for a worker (FakeDaemon.run_job)."""
+
+    def setUp(self):
+        self.np = need_numpy(self)
+        self.tmp = tempfile.mkdtemp(prefix="omnipkg-dp-")
+        self.path = os.path.join(self.tmp, "omnipkgd.sock")
+        self.fake = FakeDaemon(self.path)
+        self.c = DaemonClient(socket_path=self.path, timeout=TIMEOUT, auto_start=False)
+
+    def tearDown(self):
+        self.c.close()
+        self.fake.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def ops(self, op):
+        return [m for m in self.fake.requests if m.get("op") == op]
+
+    def file_bytes(self, name):
+        with open(self.fake.segments[name]["path"], "rb") as f:
+            return f.read()
+
+    def collect(self):
+        gc.collect()
+        self.c.shm_pool.collect()
+
+    # ------------------------------------------------------------ segments
+
+    def test_empty_is_backed_by_a_created_segment(self):
+        np = self.np
+        x = self.c.empty((4, 5), "float32")
+        self.assertEqual((x.shape, x.dtype), ((4, 5), np.float32))
+        (cr,) = self.ops("shm_create")
+        self.assertGreaterEqual(cr["size"], 80)
+        self.assertEqual(cr["size"] % mmap.PAGESIZE, 0)
+        x[:] = np.arange(20, dtype=np.float32).reshape(4, 5)
+        (name,) = self.fake.segments
+        data = np.frombuffer(self.file_bytes(name)[:80], np.float32)
+        self.assertEqual(data.tolist(), list(range(20)))      # same pages as the file
+        z = self.c.zeros(7, "int16")
+        self.assertEqual(z.tolist(), [0] * 7)
+        a = self.c.array([[1, 2], [3, 4]], dtype="uint8")
+        self.assertEqual((a.dtype, a.tolist()), (np.uint8, [[1, 2], [3, 4]]))
+        self.assertEqual(len(self.ops("shm_create")), 3)
+
+    def test_freed_segment_is_reused_once_every_view_is_gone(self):
+        x = self.c.empty(1000, "float64")
+        first = self.ops("shm_create")
+        v = x[10:]
+        del x
+        self.collect()
+        y = self.c.empty(1000, "float64")            # v still holds x's segment
+        self.assertEqual(len(self.ops("shm_create")), 2)
+        del v
+        self.collect()
+        z = self.c.empty(900, "float64")             # fits: reused
+        self.assertEqual(len(self.ops("shm_create")), 2)
+        self.assertEqual(self.c.shm_pool.locate(z)[0], "s1")
+        self.assertEqual(len(first), 1)
+        self.assertIsNotNone(y)
+
+    def test_free_list_is_bounded(self):
+        self.c.shm_pool.max_count = 2
+        arrays = [self.c.empty(1000 * (1 << i), "uint8") for i in range(5)]  # sizes too far apart to share
+        self.assertEqual(len(self.ops("shm_create")), 5)
+        del arrays
+        self.collect()
+        self.assertEqual(len(self.ops("shm_remove")), 3)
+        self.assertEqual(len(self.fake.segments), 2)
+        self.c.shm_pool.max_bytes = 0
+        self.c.shm_pool.collect()
+        self.assertEqual(self.fake.segments, {})
+
+    def test_quota_refusal(self):
+        self.fake.quota = 1 << 20
+        with self.assertRaises(omc.DaemonShmError) as cm:
+            self.c.empty(1 << 21, "uint8")
+        self.assertEqual(cm.exception.reason, "quota")
+        r = self.c.execute_shm("base", "py:pass", {"arr_in": self.np.zeros(1 << 19)}, {})
+        self.assertFalse(r["success"])
+        self.assertEqual(r["reason"], "quota")
+        self.assertEqual(self.ops("exec"), [])
+        # Free segments of ours count against the quota: they go first.
+        x = self.c.empty(1 << 19, "uint8")
+        del x
+        gc.collect()
+        self.c.empty(1 << 20, "uint8")
+        self.assertEqual([m["name"] for m in self.ops("shm_remove")], ["s1"])
+
+    # --------------------------------------------------------- execute_shm
+
+    def test_request_names_views_exactly(self):
+        np = self.np
+        x = self.c.empty((8, 8), "float32")
+        x[:] = np.arange(64, dtype=np.float32).reshape(8, 8)
+        y = x[::2, 1:]
+        r = self.c.execute_shm("numpy==2.2.6", "py:arr_out[...] = arr_in * 2",
+                               {"arr_in": y}, {"arr_out": {"shape": (4, 7), "dtype": "float32"}},
+                               python_exe="3.11")
+        self.assertTrue(r["success"], r)
+        ex = self.ops("exec")[0]
+        self.assertEqual(ex["arrays"], [
+            {"name": "arr_in", "segment": "s1", "dtype": "<f4", "shape": [4, 7],
+             "strides": [64, 4], "offset": 4, "access": "in"},
+            {"name": "arr_out", "segment": "s2", "dtype": "<f4", "shape": [4, 7],
+             "strides": [28, 4], "offset": 0, "access": "out"}])
+        self.assertEqual(ex["bind"], {"input_data": {
+            "shm_in": {"arr_in": {"name": "s1", "shape": [4, 7], "dtype": "<f4", "offset": 4,
+                                  "strides": [64, 4]}},
+            "shm_out": {"arr_out": {"name": "s2", "shape": [4, 7], "dtype": "<f4", "offset": 0,
+                                    "strides": [28, 4]}}}})
+        self.assertNotIn(str(x[0, 1]), ex["code"])
+        out = r["arr_out"]
+        self.assertEqual(out.tolist(), (y * 2).tolist())
+        self.assertEqual(np.frombuffer(self.file_bytes("s2")[:112], np.float32).tolist(),
+                         (y * 2).ravel().tolist())                  # written in place
+        self.assertEqual(len(self.ops("shm_create")), 2)
+        with self.assertRaises(TypeError):
+            self.c.execute_shm("base", "py:pass", {"arr_in": [1, 2]}, {})
+        with self.assertRaises(TypeError):
+            self.c.execute_shm("base", "py:pass", {"arr_in": np.array([object()])}, {})
+        self.assertEqual(len(self.ops("exec")), 1)
+
+    def test_single_descriptors_bind_arr_and_tensor(self):
+        np = self.np
+        seg = self.c.call("shm_create", size=4096, name="frame")["segment"]
+        with open(seg["path"], "r+b") as f:
+            f.write(np.arange(4, dtype=np.float64).tobytes())
+        r = self.c.execute_shm("base", "py:arr_out[:] = tensor_in + arr_in + 1",
+                               {"name": "frame", "shape": [4], "dtype": "float64"},
+                               {"shape": (4,), "dtype": "float64"})
+        self.assertTrue(r["success"], r)
+        arrays = self.ops("exec")[0]["arrays"]
+        self.assertEqual(arrays[:2], [
+            {"name": "arr_in", "segment": "frame", "dtype": "float64", "shape": [4],
+             "access": "in"},
+            {"name": "tensor_in", "segment": "frame", "dtype": "float64", "shape": [4],
+             "access": "in"}])
+        self.assertEqual([(a["name"], a["segment"], a["access"]) for a in arrays[2:]],
+                         [("arr_out", "s2", "out"), ("tensor_out", "s2", "out")])
+        data = self.ops("exec")[0]["bind"]["input_data"]
+        self.assertEqual(data["shm_in"], {"name": "frame", "shape": [4], "dtype": "float64"})
+        self.assertEqual(data["shm_out"]["name"], "s2")
+        self.assertIs(r["arr_out"], r["tensor_out"])
+        self.assertEqual(r["arr_out"].tolist(), [1, 3, 5, 7])
+
+    def test_named_output_is_mapped_here(self):
+        self.c.call("shm_create", size=4096, name="out")
+        r = self.c.execute_shm("base", "py:arr_out[:] = 7", {},
+                               {"arr_out": {"shm_name": "out", "shape": [3], "dtype": "int32"}})
+        self.assertEqual(self.ops("exec")[0]["arrays"][0]["access"], "inout")
+        self.assertEqual(r["arr_out"].tolist(), [7, 7, 7])
+
+    def test_foreign_arrays_copied_in_and_back(self):
+        np = self.np
+        a = np.arange(10.0)
+        b = np.zeros(10)
+        r = self.c.execute_shm("base", "py:arr_out[:] = arr_in + arr_out + 1",
+                               {"arr_in": a}, {"arr_out": b})
+        self.assertTrue(r["success"], r)
+        self.assertIs(r["arr_out"], b)
+        self.assertEqual(b.tolist(), (a + 1).tolist())
+        self.assertEqual(self.ops("exec")[0]["arrays"][1]["access"], "inout")
+        self.assertEqual(len(self.ops("shm_create")), 2)
+        for _ in range(3):                            # the pool serves the next calls
+            self.c.execute_shm("base", "py:pass", {"arr_in": np.arange(10.0)},
+                               {"arr_out": np.zeros(10)})
+        self.assertEqual(len(self.ops("shm_create")), 2)
+
+    def test_ten_thousand_calls_create_a_bounded_number_of_segments(self):
+        np = self.np
+        src = np.ones(256, np.float32)
+        for i in range(10000):
+            x = self.c.empty(256, "float32")
+            x[:] = src
+            out, meta = self.c.execute_zero_copy("base", "py:arr_out[0] = arr_in.sum()",
+                                                 x, (1,), "float32")
+            self.assertEqual(out[0], 256.0)
+        self.assertLessEqual(self.c.shm_pool.created, 4)
+        self.assertLessEqual(len(self.fake.segments), 4)
+        self.assertEqual(len(self.ops("shm_create")), self.c.shm_pool.created)
+
+    def test_old_connection_segments_are_not_named_again(self):
+        x = self.c.empty(16, "uint8")
+        self.c.close()                               # the daemon drops s1 with it
+        r = self.c.execute_shm("base", "py:pass", {"arr_in": x}, {})
+        self.assertTrue(r["success"])
+        self.assertEqual(self.ops("exec")[0]["arrays"][0]["segment"], "s2")
+
+    # --------------------------------------------------------- result_array
+
+    def test_result_array_view_of_an_input(self):
+        np = self.np
+        x = self.c.array(np.arange(10, dtype=np.int64))
+        r = self.c.execute_shm("base", "py:result = arr_in[::2]", {"arr_in": x}, {})
+        res = r["result"]
+        self.assertEqual(res.tolist(), [0, 2, 4, 6, 8])
+        self.assertTrue(np.shares_memory(res, x))
+        del x, r
+        self.collect()
+        self.c.empty(80, "uint8")                    # res still holds the segment
+        self.assertEqual(len(self.ops("shm_create")), 2)
+        self.assertEqual(res.tolist(), [0, 2, 4, 6, 8])
+
+    def test_result_array_in_a_new_segment_removed_when_garbage(self):
+        np = self.np
+        r = self.c.execute("numpy==2.2.6", "py:result = np.arange(6, dtype=np.float32) * 3")
+        res = r["result"]
+        self.assertEqual((res.dtype, res.tolist()), (np.float32, [0, 3, 6, 9, 12, 15]))
+        name = [n for n in self.fake.segments if n.startswith("r")]
+        self.assertEqual(len(name), 1)
+        self.c.shm_pool.collect()
+        self.assertEqual(self.ops("shm_remove"), [])
+        del res, r
+        self.collect()
+        self.assertEqual([m["name"] for m in self.ops("shm_remove")], name)
+        self.assertEqual(self.fake.segments, {})
+
+    # ------------------------------------------------- zero_copy and smart
+
+    def test_execute_zero_copy(self):
+        np = self.np
+        a = np.arange(1e6)
+        out, meta = self.c.execute_zero_copy("numpy==2.2.6", "py:arr_out[:] = tensor_in.sum()",
+                                             a, (1,), "float64")
+        self.assertEqual((out.shape, out.dtype, out[0]), ((1,), np.float64, a.sum()))
+        self.assertTrue(meta["success"])
+        self.assertIs(meta["arr_out"], out)
+        names = [e["name"] for e in self.ops("exec")[0]["arrays"]]
+        self.assertEqual(names, ["arr_in", "tensor_in", "arr_out", "tensor_out"])
+        with self.assertRaises(RuntimeError) as cm:
+            self.c.execute_zero_copy("base", "py:raise ValueError('bad')", a, (1,), "float64")
+        self.assertEqual(str(cm.exception), "Worker Error: ValueError: bad")
+
+    def test_smart_json_keeps_values(self):
+        data = {"t": True, "n": None, "nested": {"a": [1, {"b": False}], "s": "x'y"}}
+        s = self.c.execute_smart("numpy==2.2.6", "py:result = {'ok': arr_in['t'] is True "
+                                 "and arr_in['n'] is None, 'b': arr_in['nested']['a'][1]['b']}",
+                                 data=data)
+        self.assertEqual(s["transport"], "JSON")
+        self.assertTrue(s["success"])
+        self.assertEqual(s["result"], {"ok": True, "b": False})
+        ex = self.ops("exec")[0]
+        self.assertEqual(ex["bind"], {"arr_in": data})
+        self.assertNotIn("arrays", ex)
+        self.assertIs(s["meta"]["success"], True)
+        s = self.c.execute_smart("base", "py:print(' ', len(arr_in), ' ')", data=[1, True, None])
+        self.assertEqual(s["result"], "3")                        # stripped stdout
+
+    def test_smart_small_array_keeps_its_dtype(self):
+        np = self.np
+        a = np.array([[-1, 2], [3, 127]], dtype=np.int8)
+        s = self.c.execute_smart("numpy==2.2.6", "py:result = [arr_in.dtype.str, "
+                                 "arr_in.tolist()]", data=a)
+        self.assertEqual(s["transport"], "JSON")
+        self.assertEqual(s["result"], ["|i1", [[-1, 2], [3, 127]]])
+        self.assertEqual(self.ops("exec")[0]["bind"]["arr_in"], {"__ndarray__": {
+            "dtype": "|i1", "shape": [2, 2], "data": [-1, 2, 3, 127]}})
+
+    def test_smart_large_array_goes_shm(self):
+        np = self.np
+        a = np.arange(8192, dtype=np.float64)          # 64 KiB
+        s = self.c.execute_smart("numpy==2.2.6", "py:arr_out[:] = arr_in[::-1]", data=a,
+                                 output_shape=a.shape, output_dtype="float64")
+        self.assertEqual(s["transport"], "SHM")
+        self.assertEqual(s["result"].tolist(), a[::-1].tolist())
+        self.assertEqual(list(self.ops("exec")[0]["bind"]), ["input_data"])   # no data in JSON
+        self.assertEqual([e["name"] for e in self.ops("exec")[0]["arrays"]],
+                         ["arr_in", "tensor_in", "arr_out", "tensor_out"])
+        s = self.c.execute_smart("base", "py:result = {'n': len(arr_in)}", data=a[:8191])
+        self.assertEqual((s["transport"], s["result"]), ("JSON", {"n": 8191}))
+        s = self.c.execute_smart("base", "py:result = {'nan': bool(np.isnan(arr_in[0]))}",
+                                 data=np.array([float("nan")]))
+        self.assertEqual((s["transport"], s["result"]), ("SHM", {"nan": True}))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,11 @@ written for it keeps working:
     reply = DaemonClient().execute("numpy==1.26.4", "import numpy; result = {'v': numpy.__version__}")
     reply["success"], reply["stdout"], reply["v"], reply["result"]
 
+Arrays travel in shared segments (omnipkg.shm): empty/zeros/array make
+ndarrays in pooled segments; execute_shm, execute_zero_copy and
+execute_smart name them in the request ("arrays"), so the worker maps the
+same pages; small values travel as JSON globals ("bind"), never as source.
+
 A failed job, a bad spec or a missing bubble is a reply with success False
 and "error"; only not reaching the daemon raises (ConnectionError subclasses).
 reason_class(reply["reason"]) says whether the job failed ("job"), was
@@ -33,8 +38,12 @@ import socket
 import stat
 import struct
 import subprocess
+import sys
 import threading
 import time
+
+from . import shm as _shm
+from .shm import DaemonShmError
 
 PROTO_VERSION = 1
 MAX_FRAME = 16 << 20            # PROTO_MAX_FRAME in proto.h
@@ -43,7 +52,7 @@ START_TIMEOUT = 30.0            # `omnipkgd --daemon` until its socket accepts
 REDIAL_TIMEOUT = 2.0            # dialling again after a start
 HELLO_TIMEOUT = 10.0            # a daemon that accepts but never says hello
 CALL_GRACE = 10.0               # waited beyond a job's own timeout
-SHM_UNAVAILABLE = "shared-memory transfer is not available yet"
+SMART_SHM_BYTES = 65536         # execute_smart: an ndarray this large goes by SHM
 
 _HDR = struct.Struct(">I")
 _UCRED = struct.Struct("3i")    # struct ucred: pid, uid, gid
@@ -70,6 +79,7 @@ REASONS = {
     "spawn": "system",
     "shutdown": "system",
     "nomem": "system",
+    "leased": "refused",
 }
 
 
@@ -82,6 +92,7 @@ _REPLY_FIELDS = frozenset((
     "v", "id", "ok", "success", "stdout", "stderr", "stdout_truncated",
     "stderr_truncated", "stdout_bytes", "stderr_bytes", "result", "error",
     "errno", "traceback", "reason", "duration", "worker_pid", "spec", "python",
+    "result_array",
 ))
 
 
@@ -273,6 +284,7 @@ class DaemonClient:
         self._replies = {}             # id -> reply, or an exception to raise
         self._reading = False          # one thread reads the socket at a time
         self._rbuf = bytearray()       # bytes of a frame not yet complete
+        self.shm_pool = _shm.SegmentPool(self)
 
     # ------------------------------------------------------------ connection
 
@@ -338,8 +350,11 @@ class DaemonClient:
             self._cv.notify_all()
 
     def close(self):
-        """Closes the connection; the next call opens a new one."""
+        """Closes the connection; the next call opens a new one.  The daemon
+        removes this connection's segments; arrays in them stay readable
+        here, and are copied when passed to a later call."""
         self._drop(self._gen, DaemonConnectionError("the client was closed"))
+        self.shm_pool.close()
 
     def __enter__(self):
         return self
@@ -358,13 +373,19 @@ class DaemonClient:
         return self._call(msg, self.timeout if wait is None else wait)
 
     def _call(self, msg, wait):
+        return self._call_gen(msg, wait)[0]
+
+    def _call_gen(self, msg, wait):
+        """The reply to msg and the generation of the connection it went on."""
         with self._cv:
             self._next_id = self._next_id % MAX_ID + 1
             rid = self._next_id
             self._pending[rid] = 0
         try:
             self._send(rid, dict(msg, v=PROTO_VERSION, id=rid))
-            return self._wait(rid, wait)
+            with self._cv:
+                gen = self._pending.get(rid)
+            return self._wait(rid, wait), gen
         finally:
             with self._cv:
                 self._pending.pop(rid, None)
@@ -471,28 +492,193 @@ class DaemonClient:
 
     # --------------------------------------------------- omnipkg 3.4.1 API
 
-    def _exec(self, spec, code, python_exe, timeout, tag, once):
+    def _exec(self, spec, code, python_exe, timeout, tag, once, arrays=None, bind=None,
+              known=()):
+        """One exec; the reply in omnipkg's shape.  known: the segments the
+        request named (a result_array in another one is a new segment)."""
         wait = self.timeout
         if timeout is not None:
             wait = max(wait, timeout + CALL_GRACE)
         raw = self.call("exec", wait=wait, spec=spec, code=code,
                         python=None if python_exe is None else os.fspath(python_exe),
-                        tag=tag or None, once=True if once else None, timeout=timeout)
-        return to_omnipkg_reply(raw)
+                        tag=tag or None, once=True if once else None, timeout=timeout,
+                        arrays=arrays or None, bind=bind or None)
+        out = to_omnipkg_reply(raw)
+        ra = raw.get("result_array")
+        if isinstance(ra, dict):
+            try:
+                out["result"] = self.shm_pool.view(ra["segment"], ra["dtype"], ra["shape"],
+                                                   ra.get("strides"), ra.get("offset", 0),
+                                                   result=ra["segment"] not in known)
+            except ImportError:
+                # No numpy here: the descriptor; the segment goes with the connection.
+                out["result"] = ra
+        return out
 
     def execute(self, spec, code, python_exe=None, *, timeout=None, worker_tag=None):
-        """Runs code in the worker of (spec, python_exe); a reply dict."""
+        """Runs code in the worker of (spec, python_exe); a reply dict.  A
+        `result` that is a numpy array comes back as an ndarray view of a
+        shared segment (never JSON)."""
         return self._exec(spec, code, python_exe, timeout, worker_tag, False)
+
+    # ------------------------------------------------------- shared arrays
+
+    def empty(self, shape, dtype="float64"):
+        """An ndarray (contents undefined) backed by a pooled shared segment:
+        passed to a job, it is mapped by the worker, never copied.  Its
+        segment goes back to the pool when it and every view are garbage."""
+        return self.shm_pool.empty(shape, dtype)
+
+    def zeros(self, shape, dtype="float64"):
+        a = self.shm_pool.empty(shape, dtype)
+        a[...] = 0
+        return a
+
+    def array(self, obj, dtype=None):
+        """A copy of obj (anything numpy.asarray takes) in a pooled segment."""
+        src = _shm.np().asarray(obj, dtype=dtype)
+        a = self.shm_pool.empty(src.shape, src.dtype)
+        a[...] = src
+        return a
+
+    def _place(self, value, access, keep, copyback):
+        """The arrays-entry fields (segment, dtype, shape...) for value, an
+        ndarray or an omnipkg descriptor, and its JSON descriptor.  An
+        ndarray outside our segments is copied into one (and copied back
+        after the job when the job may write it)."""
+        if isinstance(value, dict):
+            access = value.get("access", access)
+            name = value.get("name", value.get("shm_name"))
+            if name is None:
+                if access == "in":
+                    raise ValueError("an input descriptor names its segment (\"name\")")
+                value = self.shm_pool.empty(value["shape"], value["dtype"])
+            else:
+                shape = value["shape"]
+                f = {"segment": name, "dtype": _dtype_name(value["dtype"]),
+                     "shape": [int(shape)] if isinstance(shape, int) else [int(x) for x in shape]}
+                for k in ("offset", "strides"):
+                    if value.get(k) is not None:
+                        f[k] = int(value[k]) if k == "offset" else [int(x) for x in value[k]]
+                desc = _jsonable(value)
+                desc.update(name=name, shape=f["shape"], dtype=f["dtype"])
+                return dict(f, access=access), desc, None
+        if not _is_ndarray(value):
+            raise TypeError("an array argument is an ndarray or a descriptor dict, not %s"
+                            % type(value).__name__)
+        a = value
+        dt = _shm.dtype_of(a.dtype)
+        loc = self.shm_pool.locate(a)
+        if loc is None:
+            copy = self.shm_pool.empty(a.shape, a.dtype)
+            if access != "out":
+                copy[...] = a
+            if access != "in":
+                copyback.append((a, copy))
+            keep.append(copy)
+            a, loc = copy, self.shm_pool.locate(copy)
+        f = {"segment": loc[0], "dtype": dt, "shape": list(a.shape), "strides": list(a.strides),
+             "offset": loc[1]}
+        desc = {"name": loc[0], "shape": f["shape"], "dtype": dt, "offset": loc[1],
+                "strides": f["strides"]}
+        return dict(f, access=access), desc, value
+
+    def _shm_exec(self, spec, code, sides, python_exe, tag, timeout):
+        """Runs code with arrays.  sides: [(side, single, [(names, value,
+        access)])] with side "shm_in"/"shm_out"; every name of a group is
+        bound to the same view.  The reply gains each output name -> its
+        ndarray.  A refused segment operation is a failed reply."""
+        arrays, keep, copyback, known = [], [], [], set()
+        input_data, outputs = {}, []
+        try:
+            for side, single, groups in sides:
+                descs = {}
+                for names, value, access in groups:
+                    f, desc, arr = self._place(value, access, keep, copyback)
+                    known.add(f["segment"])
+                    for nm in names:
+                        arrays.append(dict(f, name=nm))
+                    descs[names[0]] = desc
+                    if side == "shm_out":
+                        outputs.append((names, f, arr))
+                input_data[side] = descs[groups[0][0][0]] if single and groups else descs
+            r = self._exec(spec, code, python_exe, timeout, tag, False, arrays,
+                           {"input_data": input_data}, known)
+        except DaemonShmError as e:
+            return {"success": False, "ok": False, "error": str(e), "reason": e.reason,
+                    "stdout": "", "stderr": "", "traceback": ""}
+        for user, copy in copyback:
+            user[...] = copy
+        for names, f, arr in outputs:
+            if arr is None:
+                try:
+                    arr = self.shm_pool.view(f["segment"], f["dtype"], f["shape"],
+                                             f.get("strides"), f.get("offset", 0))
+                except ImportError:
+                    continue      # no numpy here: the caller has the segment itself
+            for nm in names:
+                r[nm] = arr
+        return r
 
     def execute_shm(self, spec, code, shm_in, shm_out, python_exe=None, worker_tag=None,
                     pin=False, max_memory_mb=None, *, timeout=None):
-        """Like execute, with shared-memory inputs and outputs.  Transfers are
-        not available yet: shm_in and shm_out must be empty.  pin and
-        max_memory_mb are accepted for compatibility and not yet enforced."""
-        if shm_in or shm_out:
-            return {"success": False, "ok": False, "error": SHM_UNAVAILABLE,
-                    "reason": "unsupported", "stdout": "", "stderr": ""}
-        return self._exec(spec, code, python_exe, timeout, worker_tag, False)
+        """Like execute, with arrays in shared segments.  shm_in and shm_out
+        map names to ndarrays or omnipkg descriptors {"name"|"shm_name",
+        "shape", "dtype"} of existing segments (an shm_out descriptor
+        without a name gets a new pooled segment); a single descriptor is
+        bound as arr_in/tensor_in (arr_out/tensor_out).  The worker sees
+        numpy views of the same pages, and `input_data` {"shm_in",
+        "shm_out"} as omnipkg's workers do; outputs are written in place and
+        the reply maps each output name to its ndarray here.  pin and
+        max_memory_mb are accepted for compatibility and not enforced."""
+        sides = []
+        for side, arg, single in (("shm_in", shm_in, ("arr_in", "tensor_in")),
+                                  ("shm_out", shm_out, ("arr_out", "tensor_out"))):
+            if _is_descriptor(arg):
+                sides.append((side, True, [(single, arg, _access(side, arg))]))
+            else:
+                sides.append((side, False, [((k,), v, _access(side, v))
+                                            for k, v in (arg or {}).items()]))
+        return self._shm_exec(spec, code, sides, python_exe, worker_tag, timeout)
+
+    def execute_zero_copy(self, spec, code, input_array, output_shape, output_dtype,
+                          python_exe=None, worker_tag=None, pin=False, max_memory_mb=None):
+        """omnipkg's array in, array out: the worker sees arr_in/tensor_in and
+        writes arr_out/tensor_out in place.  Returns (output ndarray, reply);
+        raises RuntimeError("Worker Error: ...") when the job fails."""
+        r = self._shm_exec(spec, code, [
+            ("shm_in", True, [(("arr_in", "tensor_in"), input_array, "in")]),
+            ("shm_out", True, [(("arr_out", "tensor_out"),
+                                {"shape": output_shape, "dtype": output_dtype}, "out")])],
+            python_exe, worker_tag, None)
+        if not r["success"]:
+            raise RuntimeError("Worker Error: %s" % r.get("error"))
+        return r["arr_out"], r
+
+    def execute_smart(self, spec, code, data=None, output_shape=None, output_dtype=None,
+                      python_exe=None, worker_tag=None, max_memory_mb=None, pin=False):
+        """Picks the transport by data: an ndarray of >= 64 KiB (or one JSON
+        cannot carry exactly, as complex or NaN) goes "SHM" as arr_in, with
+        arr_out of output_shape when given (then `result` is that array);
+        anything else goes "JSON", bound as arr_in (never pasted into
+        source; small ndarrays keep their dtype).  `result` is otherwise the
+        job's result, else its stripped stdout.  -> {"success", "result",
+        "meta" (the reply), "transport"}"""
+        if _is_ndarray(data) and (data.nbytes >= SMART_SHM_BYTES or not _json_exact(data)):
+            sides = [("shm_in", True, [(("arr_in", "tensor_in"), data, "in")])]
+            if output_shape is not None:
+                sides.append(("shm_out", True, [(("arr_out", "tensor_out"), {
+                    "shape": output_shape,
+                    "dtype": data.dtype if output_dtype is None else output_dtype}, "out")]))
+            r = self._shm_exec(spec, code, sides, python_exe, worker_tag, None)
+            transport = "SHM"
+            result = r.get("arr_out") if output_shape is not None else _job_result(r)
+        else:
+            r = self._exec(spec, code, python_exe, None, worker_tag, False,
+                           bind={"arr_in": _to_json(data)})
+            transport = "JSON"
+            result = _job_result(r)
+        return {"success": r["success"], "result": result, "meta": r, "transport": transport}
 
     def run_once(self, spec, code, python_exe=None, worker_tag=None, *, timeout=None):
         """Runs code in a fresh worker that is gone afterwards."""
@@ -522,6 +708,89 @@ class DaemonClient:
 
     def list_bubbles(self):
         return _with_success(self.call("list"))
+
+    def shm_list(self):
+        return _with_success(self.call("shm_list"))
+
+
+def _is_ndarray(x):
+    n = sys.modules.get("numpy")        # no numpy imported: no ndarray exists
+    return n is not None and isinstance(x, n.ndarray)
+
+
+def _is_descriptor(d):
+    """An omnipkg descriptor at the top level: {"name"|"shm_name", "shape",
+    "dtype"} (no name: a new output), not a dict of them."""
+    return (isinstance(d, dict) and "shape" in d and "dtype" in d
+            and not any(isinstance(v, dict) or _is_ndarray(v) for v in d.values()))
+
+
+def _access(side, v):
+    """An input is read; an output the job may read and write, but a new
+    one (a descriptor without a name) holds nothing to read yet."""
+    if side == "shm_in":
+        return "in"
+    if isinstance(v, dict) and v.get("name", v.get("shm_name")) is None:
+        return "out"
+    return "inout"
+
+
+def _dtype_name(dt):
+    return dt if isinstance(dt, str) else _shm.np().dtype(dt).str
+
+
+def _json_exact(a):
+    """Whether JSON carries ndarray a exactly (as numbers or booleans)."""
+    k = a.dtype.kind
+    return k in "biu" or (k == "f" and bool(_shm.np().isfinite(a).all()))
+
+
+def _to_json(x):
+    """x with ndarrays as {"__ndarray__": ...} and numpy scalars as Python ones."""
+    if _is_ndarray(x):
+        return {"__ndarray__": {"dtype": x.dtype.str, "shape": list(x.shape),
+                                "data": x.ravel().tolist()}}
+    if isinstance(x, dict):
+        return {k: _to_json(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_to_json(v) for v in x]
+    n = sys.modules.get("numpy")
+    if n is not None and isinstance(x, n.generic):
+        return x.item()
+    return x
+
+
+def _jsonable(x):
+    """The JSON parts of x: what cannot be encoded is left out."""
+    if isinstance(x, dict):
+        out = {}
+        for k, v in x.items():
+            v = _jsonable(v)
+            if isinstance(k, str) and v is not _DROP:
+                out[k] = v
+        return out
+    if isinstance(x, (list, tuple)):
+        return [v for v in (_jsonable(v) for v in x) if v is not _DROP]
+    if x is None or isinstance(x, (str, bool, int)):
+        return x
+    if isinstance(x, float):
+        return x if x == x and x not in (float("inf"), float("-inf")) else _DROP
+    n = sys.modules.get("numpy")
+    if n is not None and isinstance(x, n.generic):
+        return _jsonable(x.item())
+    if n is not None and isinstance(x, n.dtype):
+        return x.str
+    if isinstance(x, type) and n is not None and issubclass(x, n.generic):
+        return n.dtype(x).str
+    return _DROP
+
+
+_DROP = object()
+
+
+def _job_result(r):
+    """omnipkg's `result` of execute_smart: the job's, else its stripped stdout."""
+    return r["result"] if "result" in r else (r.get("stdout") or "").strip()
 
 
 def _with_success(raw):
