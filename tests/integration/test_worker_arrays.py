@@ -5,6 +5,10 @@ omnipkg.array(), with numpy 1.26.4 (3.9, 3.11) and 2.2.6 (3.11, 3.13) from
 the real omnipkg home's bubbles, and without numpy.  Segments are files in
 a private directory on /dev/shm that this process maps too.
 
+TestDaemonArrays then goes end to end through the real daemon (raw frames):
+shm_create, exec with arrays and bind, result_array, shm_list, shm_remove
+(refused while leased, then unmapped in the worker).
+
     python -m unittest tests/integration/test_worker_arrays.py
 """
 
@@ -21,6 +25,7 @@ import sys
 import tempfile
 import unittest
 
+import test_daemon as td
 from test_worker_runtime import INTERPRETERS, PR_SET_CHILD_SUBREAPER, TIMEOUT, WORKER, \
     recv, send
 
@@ -412,3 +417,140 @@ for _py in INTERPRETERS:
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestDaemonArrays(td.DaemonTest):
+    SPEC = {"spec": "numpy==1.26.4", "python": "3.11"}
+
+    def setUp(self):
+        super().setUp()
+        td.link_bubble(self, self.d, "3.11", "numpy", "1.26.4")
+        self.d.start()
+        self.c = td.Conn(self.d.socket)
+        self.maps = []
+        self.rid = 0
+        self.early = {}       # replies read while waiting for another id
+
+    def tearDown(self):
+        # Our mappings and connection go first: the daemon unmounts its tmpfs.
+        for m in self.maps:
+            m.close()
+        self.c.close()
+        super().tearDown()
+
+    def send(self, op, **args):
+        self.rid += 1
+        self.c.send(dict(args, v=1, id=self.rid, op=op))
+        return self.rid
+
+    def reply(self, rid):
+        while rid not in self.early:
+            rep = self.c.recv()
+            self.early[rep["id"]] = rep
+        return self.early.pop(rid)
+
+    def call(self, op, **args):
+        return self.reply(self.send(op, **args))
+
+    def exec(self, code, **args):
+        return self.call("exec", code=code, **dict(self.SPEC, **args))
+
+    def create(self, data):
+        rep = self.call("shm_create", size=len(data))
+        self.assertTrue(rep["ok"], rep)
+        seg = rep["segment"]
+        self.assertEqual(seg["size"], len(data))
+        m = self.map(seg["path"], len(data))
+        m[:] = data
+        return seg, m
+
+    def map(self, path, size):
+        with open(path, "r+b") as f:
+            m = mmap.mmap(f.fileno(), size)
+        self.maps.append(m)
+        return m
+
+    def segments(self):
+        rep = self.call("shm_list")
+        self.assertTrue(rep["ok"], rep)
+        return {s["name"]: s for s in rep["segments"]}
+
+    def test_array_written_in_place(self):
+        seg, m = self.create(struct.pack("<20f", *range(20)))
+        rep = self.exec("a *= 2\nresult = float(a.sum())",
+                        arrays=[{"name": "a", "segment": seg["name"], "dtype": "<f4",
+                                 "shape": [4, 5]}])
+        self.assertTrue(rep["ok"], rep)
+        self.assertEqual(rep["result"], 380.0)
+        self.assertEqual(struct.unpack("<20f", m[:80]), tuple(2.0 * i for i in range(20)))
+        # Read-only, Fortran order, through the registry's checks.
+        rep = self.exec("result = [a.flags.writeable, a[1, 0].item()]",
+                        arrays=[{"name": "a", "segment": seg["name"], "dtype": "float32",
+                                 "shape": [4, 5], "strides": [4, 16], "access": "in"}])
+        self.assertTrue(rep["ok"], rep)
+        self.assertEqual(rep["result"], [False, 2.0])
+
+    def test_result_array_new_segment(self):
+        rep = self.exec("import numpy as np\nresult = np.arange(6, dtype='<i8').reshape(2, 3)")
+        self.assertTrue(rep["ok"], rep)
+        self.assertNotIn("result", rep)
+        ra = rep["result_array"]
+        self.assertEqual({k: ra[k] for k in ("dtype", "shape", "strides", "offset")},
+                         {"dtype": "<i8", "shape": [2, 3], "strides": [24, 8], "offset": 0})
+        seg = self.segments()[ra["segment"]]
+        self.assertEqual(seg["size"], 48)
+        m = self.map(seg["path"], 48)
+        self.assertEqual(struct.unpack("<6q", m[:48]), tuple(range(6)))
+        self.assertTrue(self.call("shm_remove", name=ra["segment"])["ok"])
+        self.assertNotIn(ra["segment"], self.segments())
+
+    def test_result_view_of_given_segment(self):
+        seg, m = self.create(struct.pack("<5d", *range(5)))
+        before = set(self.segments())
+        rep = self.exec("result = a[::-1]",
+                        arrays=[{"name": "a", "segment": seg["name"], "dtype": "<f8",
+                                 "shape": [5]}])
+        self.assertTrue(rep["ok"], rep)
+        self.assertEqual(rep["result_array"], {"segment": seg["name"], "dtype": "<f8",
+                                               "shape": [5], "strides": [-8], "offset": 32})
+        self.assertEqual(set(self.segments()), before)
+
+    def test_bind(self):
+        small = {"__ndarray__": {"dtype": "int8", "shape": [3], "data": [1, -2, 127]}}
+        rep = self.exec("result = [x.dtype.str, x.tolist(), flag, none, nested]",
+                        bind={"x": small, "flag": True, "none": None, "nested": {"k": [1, 2]}})
+        self.assertTrue(rep["ok"], rep)
+        self.assertEqual(rep["result"], ["|i1", [1, -2, 127], True, None, {"k": [1, 2]}])
+
+    def test_remove_refused_while_leased_then_unmapped(self):
+        seg, m = self.create(b"\0" * 64)
+        arrays = [{"name": "a", "segment": seg["name"], "dtype": "|u1", "shape": [64]}]
+        started, release, code = td.gate(self)
+        rid = self.send("exec", code=code + "a[0] = 7\nimport os\nresult = os.getpid()",
+                        arrays=arrays, **self.SPEC)
+        td.wait_until(self, "the job to start", lambda: os.path.exists(started))
+        rep = self.call("shm_remove", name=seg["name"])
+        self.assertFalse(rep["ok"])
+        self.assertEqual(rep["reason"], "leased")
+        open(release, "w").close()
+        rep = self.reply(rid)
+        self.assertTrue(rep["ok"], rep)
+        pid = rep["result"]
+        self.assertEqual(m[0], 7)
+        self.assertEqual(mapped(pid, seg["path"]), 1)
+        self.assertTrue(self.call("shm_remove", name=seg["name"])["ok"])
+        td.wait_until(self, "the worker to unmap the removed segment",
+                      lambda: mapped(pid, seg["path"]) == 0)
+
+    def test_bad_descriptors_refused(self):
+        seg, m = self.create(b"\0" * 64)
+        cases = [({"name": "a", "segment": "no-such-segment", "dtype": "<f4", "shape": [4]},
+                  "nosegment"),
+                 ({"name": "a", "segment": seg["name"], "dtype": "<f4", "shape": [17]},
+                  "badarg")]
+        for d, reason in cases:
+            with self.subTest(reason):
+                rep = self.exec("print('ran')", arrays=[d])
+                self.assertFalse(rep["ok"])
+                self.assertEqual(rep["reason"], reason)
+                self.assertIn("a", rep["error"])
