@@ -342,6 +342,18 @@ class RuntimeMixin:
         self.assertFalse(rep["ok"])
         self.assertEqual(self.job(s, "import os; result = os.getpid()")["result"], ready["pid"])
 
+    def test_unmap_message(self):
+        p, s, ready = self.spawn("worker")
+        # Unknown and odd ids are dropped silently: the next frame is the job's.
+        send(s, {"op": "unmap", "ids": [5, "x", [1], {"a": 1}, None]})
+        send(s, {"op": "unmap", "ids": []})
+        self.assertEqual(self.job(s, "import os; result = os.getpid()")["result"], ready["pid"])
+        send(s, {"op": "unmap", "id": 3, "ids": "all"})
+        rep = recv(s)
+        self.assertEqual((rep["op"], rep["id"]), ("error", 3))
+        self.assertIn("unmap", rep["error"])
+        self.assertEqual(self.job(s, "result = 1")["result"], 1)
+
     def test_exit_and_eof(self):
         p, s, _ = self.spawn("worker")
         send(s, {"op": "exit"})

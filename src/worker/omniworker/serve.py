@@ -1,5 +1,6 @@
 """Process set-up and the request loop of one worker: "ready", then one
-"done" per "exec" and an "error" for anything else, until "exit" or EOF."""
+"done" per "exec", mappings dropped on "unmap" (no answer), and an "error"
+for anything else, until "exit" or EOF."""
 
 import atexit
 import fcntl
@@ -9,6 +10,7 @@ import sys
 import traceback
 
 from omniworker import bubbles
+from omniworker.arrays import Arrays
 from omniworker.capture import Capture
 from omniworker.execute import Executor, encode_done
 from omniworker.frame import FrameReader, send_frame, send_msg
@@ -66,6 +68,7 @@ class Worker:
         self.capture = Capture()
         self.capture.begin()      # from here on fds 1 and 2 never reach the daemon's log
         self.executor = Executor()
+        self.arrays = Arrays(self.executor.G)
 
     def serve(self):
         send_msg(self.sock, {"op": "ready", "pid": os.getpid(), "python": PYVER,
@@ -77,10 +80,13 @@ class Worker:
                 self.exit(0)
             if msg.get("op") == "exec" and isinstance(msg.get("code"), str):
                 send_frame(self.sock, self.run(msg))
+            elif msg.get("op") == "unmap" and isinstance(msg.get("ids"), list):
+                self.arrays.segs.unmap(msg["ids"])
             else:
                 send_msg(self.sock, {"op": "error", "id": msg.get("id"),
                                      "error": msg.get("_bad") or
-                                     "expected {\"op\":\"exec\",\"code\":str}"})
+                                     "expected {\"op\":\"exec\",\"code\":str} or "
+                                     "{\"op\":\"unmap\",\"ids\":[...]}"})
 
     def run(self, msg):
         """Runs one job; returns the encoded "done" payload."""
@@ -89,12 +95,17 @@ class Worker:
             cap = DEFAULT_CAP
         rep = {"op": "done", "id": msg.get("id"), "ok": True}
         self.capture.begin()
-        self.executor.run(msg["code"], rep)
+        err = self.arrays.begin(msg)
+        if err is None:
+            self.executor.run(msg["code"], rep)
+        else:
+            rep.update(ok=False, error=err, traceback="", duration=0.0)
         self.capture.flush()
         if os.getpid() != self.pid:
             # A child that user code forked fell off the end of the job: it
             # must not go on serving this worker's channel.
             os._exit(0)
+        self.arrays.end(msg, rep)
         self.capture.collect(rep, cap)
         return encode_done(rep)
 
