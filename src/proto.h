@@ -50,7 +50,8 @@
  *               worker that has numpy (else the plain list), so small
  *               arrays sent as JSON keep their dtype.
  *               A `result` that is a numpy array comes back as
- *               result_array {segment, dtype, shape, strides, offset}: a
+ *               result_array {segment, dtype, shape, strides, offset, path,
+ *               size}: a
  *               view of a segment it already lived in, or a new segment
  *               owned by this client (never JSON).
  *               -> ok, stdout, stderr, stdout_bytes, stderr_bytes,
@@ -61,7 +62,8 @@
  *                  the job that started its worker worker_start_ms and
  *                  started_by ("zygote"|"exec"); signal or exit_code when
  *                  the worker died; result_array {segment, dtype, shape,
- *                  strides, offset} when `result` was a numpy array
+ *                  strides, offset, path, size} when `result` was a numpy
+ *                  array
  *   3 status    -> pid, version, proto, uptime, home, runtime_dir, socket,
  *                  clients, workers, jobs, jobs_failed, workers_started,
  *                  crashes, timeouts, cancelled, leftovers_killed,

@@ -215,6 +215,12 @@ class TestDescriptors(DataPlaneTest):
 @unittest.skipUnless(have_bubble("cp311", "numpy-2.2.6") and have_bubble("cp311", "numpy-1.26.4"),
                      "numpy bubbles for 3.11 are not installed (scripts/bubbles.sh)")
 class TestViews(DataPlaneTest):
+    def setUp(self):
+        import test_daemon
+        super().setUp()
+        for version in ("1.26.4", "2.2.6"):
+            test_daemon.link_bubble(self, self.d, "3.11", "numpy", version)
+
     def fill(self, path, fmt, values, offset=0):
         with open(path, "r+b") as f:
             f.seek(offset)

@@ -511,8 +511,11 @@ class TestDaemonArrays(td.DaemonTest):
                         arrays=[{"name": "a", "segment": seg["name"], "dtype": "<f8",
                                  "shape": [5]}])
         self.assertTrue(rep["ok"], rep)
-        self.assertEqual(rep["result_array"], {"segment": seg["name"], "dtype": "<f8",
-                                               "shape": [5], "strides": [-8], "offset": 32})
+        ra = rep["result_array"]
+        self.assertEqual({k: ra[k] for k in ("segment", "dtype", "shape", "strides", "offset")},
+                         {"segment": seg["name"], "dtype": "<f8", "shape": [5], "strides": [-8],
+                          "offset": 32})
+        self.assertEqual((ra["path"], ra["size"]), (seg["path"], 40))
         self.assertEqual(set(self.segments()), before)
 
     def test_bind(self):
