@@ -25,6 +25,7 @@ struct pool {
 	uint64_t next_id, next_serial;
 	struct pool_counters cnt;
 	struct shm *shm;
+	int sweep_due;            /* an orphan sweep waits for a worker's pid */
 	char cgroup_base[PATH_MAX];
 };
 
@@ -59,8 +60,17 @@ static int is_known_child(pid_t pid, void *ud)
  * (a child subreaper): kill them once a worker is gone. */
 static void kill_orphans(struct pool *p)
 {
-	if (!p->cgroup_base[0])
-		proc_each_child(is_known_child, p);
+	if (p->cgroup_base[0])
+		return;
+	/* A worker forked by a zygote is our child before its "ready" tells
+	 * us its pid: sweep once every worker's pid is known. */
+	for (struct worker *w = p->workers; w; w = w->next)
+		if (w->pid <= 0 && w->state != W_DEAD) {
+			p->sweep_due = 1;
+			return;
+		}
+	p->sweep_due = 0;
+	proc_each_child(is_known_child, p);
 }
 
 static void on_gone(void *ud, struct worker *w)
@@ -249,6 +259,8 @@ static void pool_tick(struct loop *l, void *ud)
 	struct worker *w, *n;
 
 	p->tick = loop_timer_add(l, 1.0, pool_tick, p);
+	if (p->sweep_due)
+		kill_orphans(p);
 	if (idle <= 0)
 		return;
 	for (w = p->workers; w; w = n) {

@@ -242,14 +242,15 @@ static void test_decode_unknown_op(void)
 static void test_op_names(void)
 {
 	static const char *const names[] = { NULL, "hello", "exec", "status", "workers",
-					     "pythons", "list", "shutdown", "cancel" };
+					     "pythons", "list", "shutdown", "cancel", "shm_create",
+					     "shm_list", "shm_remove" };
 
-	for (int op = 1; op <= 8; op++) {
+	for (int op = 1; op <= 11; op++) {
 		CU_ASSERT_STRING_EQUAL(proto_op_name(op), names[op]);
 		CU_ASSERT_EQUAL(proto_op_code(names[op]), op);
 	}
 	CU_ASSERT_PTR_NULL(proto_op_name(0));
-	CU_ASSERT_PTR_NULL(proto_op_name(9));
+	CU_ASSERT_PTR_NULL(proto_op_name(12));
 	CU_ASSERT_PTR_NULL(proto_op_name(-1));
 	CU_ASSERT_EQUAL(proto_op_code("nope"), -1);
 	CU_ASSERT_EQUAL(proto_op_code(NULL), -1);
@@ -497,7 +498,7 @@ static void test_features(void)
 		once += strcmp(w->valuestring, "exec.once") == 0;
 		spec += strcmp(w->valuestring, "exec.spec") == 0;
 	}
-	CU_ASSERT_EQUAL(ops, 8);
+	CU_ASSERT_EQUAL(ops, 11);
 	CU_ASSERT_EQUAL(tag, 1);
 	CU_ASSERT_EQUAL(once, 1);
 	CU_ASSERT_EQUAL(spec, 0);   /* required: not a capability */
