@@ -353,9 +353,6 @@ def main():
     finally:
         d.stop()
     section(["hot_exec_fuse"], fuse_exec, common.iters(2000, 200))
-    for label in ("1MB", "64MB", "1GB"):
-        rows.append(common.unavailable("shm_transfer_%s" % label,
-                                       "not available yet: shared-memory transfer is not implemented in omnipkgd"))
     common.write("python_rows", rows, versions)
     return 0
 
