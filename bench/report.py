@@ -262,6 +262,8 @@ def main():
     line("cross-interpreter 3.9 → 3.11 → 3.13, each hop hot", None, "omnipkg_cross_interpreter_pipeline",
          "cross_interpreter_pipeline", None, floor_label="3 × Unix RTT: %s" % t(3 * rtt if rtt else None),
          floor_val=3 * rtt if rtt else None)
+    line("64 MB array through 3.9 → 3.11 → 3.13, `execute_zero_copy` each hop", None,
+         "omnipkg_array_pipeline_64MB", "array_pipeline_64MB", "memcpy_64MB")
     line("daemon RSS", None, "omnipkg_daemon_rss", "daemon_rss", None)
     line("per worker (numpy) USS over a bare interpreter", CLAIMS["mem"][0], "omnipkg_worker_uss_over_bare",
          "worker_numpy_uss_over_bare", "bare_python_numpy_uss")

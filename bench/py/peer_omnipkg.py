@@ -237,6 +237,36 @@ def cross(peer, n):
     return [common.row("omnipkg_cross_interpreter_pipeline", v)]
 
 
+PIPE_BYTES = 64 << 20
+PIPE_CODE = "arr_out[:] = arr_in * 3 + 1"
+
+
+def array_pipeline(peer, n):
+    """ours.py's array_pipeline, through omnipkg's own execute_zero_copy."""
+    exes = [os.path.join(VENVS, venv, "bin", "python") for _, venv, _, _ in HOPS]
+    a = np.arange(PIPE_BYTES // 8, dtype=np.float64)
+
+    def run():
+        x = a
+        for (_, _, spec, _), exe in zip(HOPS, exes):
+            x, _reply = peer.client.execute_zero_copy(spec, PIPE_CODE, x, x.shape, x.dtype,
+                                                      python_exe=exe)
+        return x
+    last = float(a[-1])
+    want = ((last * 3 + 1) * 3 + 1) * 3 + 1
+    out = run()
+    expect(float(out[-1]) == want and float(out[1]) == 40.0, "pipeline gave %r" % out[-3:])
+    del out
+    v = []
+    for _ in range(n):
+        t0 = common.now()
+        out = run()
+        v.append(common.now() - t0)
+        expect(float(out[-1]) == want, "pipeline gave %r" % out[-3:])
+        del out
+    return [common.row("omnipkg_array_pipeline_64MB", v, extra={"bytes": PIPE_BYTES})]
+
+
 def memory(peer):
     rows = []
     r = peer.call(SPEC_A, "import os, numpy\nresult = {'pid': os.getpid()}")
@@ -355,6 +385,7 @@ def main():
         section(["omnipkg_cold_new_worker"], 150, cold, peer, common.iters(8, 2))
         section(["omnipkg_cext_swap"], 150, swap, peer, common.iters(400, 60))
         section(["omnipkg_cross_interpreter_pipeline"], 240, cross, peer, common.iters(100, 10))
+        section(["omnipkg_array_pipeline_64MB"], 300, array_pipeline, peer, common.iters(10, 3))
         section(["omnipkg_daemon_rss", "omnipkg_worker_uss_over_bare"], 60, memory, peer)
         for size, label in SIZES:
             nrun = {"1MB": common.iters(100, 10), "64MB": common.iters(15, 3), "1GB": common.iters(3, 1)}[label]
