@@ -923,6 +923,18 @@ static int cmd_daemon_status(int argc, char **argv)
 	return cmd_simple(0, "status", json, cmd_show_status);
 }
 
+/* Runs the subcommand argv[1] of cmd from its table; names lists them. */
+static int cmd_sub(const char *cmd, const struct cmd_entry *sub, size_t n, const char *names,
+		   int argc, char **argv)
+{
+	if (argc < 2)
+		return cmd_usage_error(cmd, "needs %s", names);
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(argv[1], sub[i].name) == 0)
+			return sub[i].run(argc - 1, argv + 1);
+	return cmd_usage_error(cmd, "unknown subcommand '%s' (%s)", argv[1], names);
+}
+
 static int cmd_daemon(int argc, char **argv)
 {
 	static const struct cmd_entry sub[] = {
@@ -931,12 +943,7 @@ static int cmd_daemon(int argc, char **argv)
 		{ "status", cmd_daemon_status },
 	};
 
-	if (argc < 2)
-		return cmd_usage_error("daemon", "needs start, stop or status");
-	for (size_t i = 0; i < sizeof sub / sizeof sub[0]; i++)
-		if (strcmp(argv[1], sub[i].name) == 0)
-			return sub[i].run(argc - 1, argv + 1);
-	return cmd_usage_error("daemon", "unknown subcommand '%s' (start, stop or status)", argv[1]);
+	return cmd_sub("daemon", sub, sizeof sub / sizeof sub[0], "start, stop or status", argc, argv);
 }
 
 /* ---- shm create|ls|rm --------------------------------------------------- */
@@ -1060,12 +1067,7 @@ static int cmd_shm(int argc, char **argv)
 		{ "rm", cmd_shm_rm },
 	};
 
-	if (argc < 2)
-		return cmd_usage_error("shm", "needs create, ls or rm");
-	for (size_t i = 0; i < sizeof sub / sizeof sub[0]; i++)
-		if (strcmp(argv[1], sub[i].name) == 0)
-			return sub[i].run(argc - 1, argv + 1);
-	return cmd_usage_error("shm", "unknown subcommand '%s' (create, ls or rm)", argv[1]);
+	return cmd_sub("shm", sub, sizeof sub / sizeof sub[0], "create, ls or rm", argc, argv);
 }
 
 /* ---- help, dispatch --------------------------------------------------- */
