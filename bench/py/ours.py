@@ -379,9 +379,10 @@ def main():
         section(["cext_swap_hot"], swap, c, common.iters(2000, 200))
         section(["cext_swap_fresh_subprocess"], swap_subprocess, py, common.iters(30, 6))
         section(["cross_interpreter_pipeline"], cross, c, common.iters(1000, 100))
-        section(["array_pipeline_64MB"], array_pipeline, c, common.iters(20, 4))
         section(["json_dict_roundtrip"], small_json, c, common.iters(3000, 300), hot)
         section(["daemon_rss", "worker_numpy_uss_over_bare"], memory, d, c, py)
+        # After the memory rows: its workers keep 64 MB segments mapped.
+        section(["array_pipeline_64MB"], array_pipeline, c, common.iters(20, 4))
         c.close()
     except Exception as e:
         rows.append(common.unavailable("omnipkgd", "could not start: %s" % e))
