@@ -115,12 +115,13 @@ static cJSON *ints(const int64_t *v, int n)
 }
 
 /* The view as the worker maps it. */
-static cJSON *worker_view(const struct array_desc *d, const struct shm_info *info, const char *dir)
+static cJSON *worker_view(const struct array_desc *d, const struct shm_info *info,
+			  const struct shm *shm)
 {
 	cJSON *o = cJSON_CreateObject();
-	char path[4096 + SHM_NAME_MAX + 2];
+	char path[SHM_PATH_MAX];
 
-	snprintf(path, sizeof path, "%s/%s", dir, d->segment);
+	shm_path(shm, d->segment, path, sizeof path);
 	cJSON_AddStringToObject(o, "name", d->name);
 	cJSON_AddStringToObject(o, "segment", d->segment);
 	cJSON_AddStringToObject(o, "path", path);
@@ -156,7 +157,7 @@ int job_lease(struct job *j, struct shm *shm, const struct job_req *r, char *err
 		if (rc == 0 && arrays_fit(d, (uint64_t)info.size, err, errlen) < 0)
 			rc = -EINVAL;
 		if (rc == 0)
-			cJSON_AddItemToArray(j->arrays, worker_view(d, &info, shm_dir(shm)));
+			cJSON_AddItemToArray(j->arrays, worker_view(d, &info, shm));
 	}
 	if (rc < 0) {
 		job_release(j);

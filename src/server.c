@@ -289,9 +289,9 @@ static void op_exec(struct conn *c, uint64_t id, const cJSON *req)
 static cJSON *segment_json(const struct shm_info *g, const struct shm *shm, uint64_t me)
 {
 	cJSON *o = cJSON_CreateObject();
-	char path[4096 + SHM_NAME_MAX + 2];
+	char path[SHM_PATH_MAX];
 
-	snprintf(path, sizeof path, "%s/%s", shm_dir(shm), g->name);
+	shm_path(shm, g->name, path, sizeof path);
 	cJSON_AddStringToObject(o, "name", g->name);
 	cJSON_AddNumberToObject(o, "id", (double)g->id);
 	cJSON_AddNumberToObject(o, "gen", g->gen);

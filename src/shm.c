@@ -38,7 +38,7 @@ struct seg {
 };
 
 struct shm {
-	char dir[4096];
+	char dir[SHM_DIR_MAX];
 	int dfd;                  /* the directory, flock'ed while we live */
 	int mounted;              /* our own tmpfs, sized to the quota */
 	size_t quota, used;

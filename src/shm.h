@@ -36,6 +36,8 @@
 #include <sys/types.h>
 
 #define SHM_NAME_MAX 128
+#define SHM_DIR_MAX 4096
+#define SHM_PATH_MAX (SHM_DIR_MAX + SHM_NAME_MAX + 2)   /* fits every shm_path */
 #define SHM_MAX_SEGMENTS 4096
 
 struct shm;

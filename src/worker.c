@@ -309,7 +309,7 @@ static cJSON *take_result_array(struct worker *w, struct job *j, cJSON *m)
 	cJSON *ra = cJSON_GetObjectItemCaseSensitive(m, "result_array");
 	const char *seg = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ra, "segment"));
 	struct shm_info info;
-	char prefix[32], path[4096 + SHM_NAME_MAX + 2];
+	char prefix[32], path[SHM_PATH_MAX];
 	int r = -EINVAL;
 
 	snprintf(prefix, sizeof prefix, "r%llu-", (unsigned long long)j->id);
@@ -324,7 +324,7 @@ static cJSON *take_result_array(struct worker *w, struct job *j, cJSON *m)
 				cJSON_GetObjectItemCaseSensitive(ra, "dtype")), NULL);
 	}
 	if (r == 0) {
-		snprintf(path, sizeof path, "%s/%s", shm_dir(w->env->shm), seg);
+		shm_path(w->env->shm, seg, path, sizeof path);
 		cJSON_DeleteItemFromObjectCaseSensitive(ra, "path");
 		cJSON_AddStringToObject(ra, "path", path);
 		cJSON_DeleteItemFromObjectCaseSensitive(ra, "size");
