@@ -79,11 +79,11 @@ static int int_in(const cJSON *v, int64_t lo, int64_t hi, int64_t *out)
 	return 0;
 }
 
-static int ident_ok(const char *s)
+int arrays_ident_ok(const char *s, size_t max)
 {
 	size_t n = strlen(s);
 
-	if (n == 0 || n >= ARRAYS_NAME_MAX || (*s >= '0' && *s <= '9'))
+	if (n == 0 || n >= max || (*s >= '0' && *s <= '9'))
 		return 0;
 	for (; *s; s++)
 		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
@@ -115,7 +115,7 @@ static int parse_one(const cJSON *o, int i, struct array_desc *d, char *err, siz
 			FAIL("arrays[%d]: unknown key \"%.32s\"", i, k->string);
 	}
 	v = cJSON_GetObjectItemCaseSensitive(o, "name");
-	if (!cJSON_IsString(v) || !ident_ok(v->valuestring))
+	if (!cJSON_IsString(v) || !arrays_ident_ok(v->valuestring, ARRAYS_NAME_MAX))
 		FAIL("arrays[%d].name: must be a Python identifier of at most %d characters", i,
 		     ARRAYS_NAME_MAX - 1);
 	snprintf(d->name, sizeof d->name, "%s", v->valuestring);

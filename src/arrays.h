@@ -52,6 +52,9 @@ int arrays_parse(const cJSON *arrays, struct array_desc *out, int max, char *err
 /* Does d lie inside a segment of size bytes?  0 or -EINVAL with a reason. */
 int arrays_fit(const struct array_desc *d, uint64_t size, char *err, size_t errlen);
 
+/* Is s an ASCII Python identifier shorter than max bytes?  1 or 0. */
+int arrays_ident_ok(const char *s, size_t max);
+
 /* The access name ("in", "out", "inout"). */
 const char *arrays_access_name(int access);
 

@@ -221,13 +221,7 @@ static int bind_ok(const cJSON *b, char *err, size_t errlen)
 	const cJSON *k;
 
 	cJSON_ArrayForEach(k, b) {
-		const char *p = k->string;
-		int ok = *p && !(*p >= '0' && *p <= '9') && strlen(p) < 128;
-
-		for (; ok && *p; p++)
-			ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-			     (*p >= '0' && *p <= '9') || *p == '_';
-		if (!ok) {
+		if (!arrays_ident_ok(k->string, 128)) {
 			snprintf(err, errlen, "exec: bind: \"%.64s\" is not a Python identifier", k->string);
 			return -EINVAL;
 		}
