@@ -73,6 +73,37 @@ def row(name, samples, ref=None, extra=None):
     return r
 
 
+PIPE_BYTES = 64 << 20
+PIPE_CODE = "arr_out[:] = arr_in * 3 + 1"
+
+
+def array_pipeline(name, np, hop, n):
+    """A 64 MB float64 array through three hops, hop(i, x) -> the next x
+    (an execute_zero_copy of PIPE_CODE), for ours and omnipkg alike: warmed
+    once, then n timed runs, each answer checked."""
+    a = np.arange(PIPE_BYTES // 8, dtype=np.float64)
+    want = ((float(a[-1]) * 3 + 1) * 3 + 1) * 3 + 1
+
+    def run():
+        x = a
+        for i in range(3):
+            x = hop(i, x)
+        return x
+
+    def check(out, first):
+        if float(out[-1]) != want or (first and float(out[1]) != 40.0):
+            raise RuntimeError("wrong answer: pipeline gave %r" % out[-3:])
+    check(run(), True)   # warm: workers start, segments are made
+    v = []
+    for _ in range(n):
+        t0 = now()
+        out = run()
+        v.append(now() - t0)
+        check(out, False)
+        del out
+    return [row(name, v, extra={"bytes": PIPE_BYTES})]
+
+
 def value_row(name, value, unit, extra=None):
     """A single measured value (memory in bytes, a count...)."""
     r = {"name": name, "unit": unit, "value": value}

@@ -277,38 +277,20 @@ def cross(c, n):
     return [common.row("cross_interpreter_pipeline", v)]
 
 
-PIPE_BYTES = 64 << 20
-PIPE_CODE = "arr_out[:] = arr_in * 3 + 1"
-
-
 def array_pipeline(c, n):
-    """A 64 MB float64 array through the three hops with execute_zero_copy,
-    the call omnipkg 3.4.1's row makes with the same code."""
+    """A 64 MB array through the three hops with execute_zero_copy, the
+    call omnipkg 3.4.1's row makes with the same code."""
     where = bubble(SPEC_A, "3.11")
     if not where:
         return [common.unavailable("array_pipeline_64MB", "numpy bubble for 3.11 missing")]
     sys.path.insert(0, where)
     import numpy as np
-    a = np.arange(PIPE_BYTES // 8, dtype=np.float64)
 
-    def run():
-        x = a
-        for xy, spec, _ in HOPS:
-            x, _reply = c.execute_zero_copy(spec, PIPE_CODE, x, x.shape, x.dtype, python_exe=xy)
-        return x
-    last = float(a[-1])
-    want = ((last * 3 + 1) * 3 + 1) * 3 + 1
-    out = run()   # warm: workers start, segments are made
-    expect(float(out[-1]) == want and float(out[1]) == 40.0, "pipeline gave %r" % out[-3:])
-    del out
-    v = []
-    for _ in range(n):
-        t0 = common.now()
-        out = run()
-        v.append(common.now() - t0)
-        expect(float(out[-1]) == want, "pipeline gave %r" % out[-3:])
-        del out
-    return [common.row("array_pipeline_64MB", v, extra={"bytes": PIPE_BYTES})]
+    def hop(i, x):
+        _, spec, _ = HOPS[i]
+        return c.execute_zero_copy(spec, common.PIPE_CODE, x, x.shape, x.dtype,
+                                   python_exe=HOPS[i][0])[0]
+    return common.array_pipeline("array_pipeline_64MB", np, hop, n)
 
 
 def small_json(c, n, hot_p50):

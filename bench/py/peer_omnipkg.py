@@ -237,34 +237,14 @@ def cross(peer, n):
     return [common.row("omnipkg_cross_interpreter_pipeline", v)]
 
 
-PIPE_BYTES = 64 << 20
-PIPE_CODE = "arr_out[:] = arr_in * 3 + 1"
-
-
 def array_pipeline(peer, n):
     """ours.py's array_pipeline, through omnipkg's own execute_zero_copy."""
     exes = [os.path.join(VENVS, venv, "bin", "python") for _, venv, _, _ in HOPS]
-    a = np.arange(PIPE_BYTES // 8, dtype=np.float64)
 
-    def run():
-        x = a
-        for (_, _, spec, _), exe in zip(HOPS, exes):
-            x, _reply = peer.client.execute_zero_copy(spec, PIPE_CODE, x, x.shape, x.dtype,
-                                                      python_exe=exe)
-        return x
-    last = float(a[-1])
-    want = ((last * 3 + 1) * 3 + 1) * 3 + 1
-    out = run()
-    expect(float(out[-1]) == want and float(out[1]) == 40.0, "pipeline gave %r" % out[-3:])
-    del out
-    v = []
-    for _ in range(n):
-        t0 = common.now()
-        out = run()
-        v.append(common.now() - t0)
-        expect(float(out[-1]) == want, "pipeline gave %r" % out[-3:])
-        del out
-    return [common.row("omnipkg_array_pipeline_64MB", v, extra={"bytes": PIPE_BYTES})]
+    def hop(i, x):
+        return peer.client.execute_zero_copy(HOPS[i][2], common.PIPE_CODE, x, x.shape, x.dtype,
+                                             python_exe=exes[i])[0]
+    return common.array_pipeline("omnipkg_array_pipeline_64MB", np, hop, n)
 
 
 def memory(peer):
