@@ -78,7 +78,6 @@ struct server {
 	unsigned long refused;    /* since the last log line */
 	uint64_t next_owner;
 	double refused_logged;
-	double t_start;
 };
 
 struct pending {
@@ -777,7 +776,6 @@ struct server *server_new(const struct server_ctx *ctx, char *err, size_t errlen
 	s->ctx = *ctx;
 	if (s->ctx.max_clients <= 0)
 		s->ctx.max_clients = SERVER_MAX_CLIENTS;
-	s->t_start = loop_now();
 	s->refused_logged = -SERVER_LOG_EVERY;
 	if ((rc = server_raise_nofile()) < 0)
 		logx(LOGX_WARN, "cannot raise the descriptor limit: %s", strerror(-rc));

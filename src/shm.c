@@ -448,7 +448,9 @@ int shm_grow(struct shm *s, int fd, off_t end)
 	g = seg_by_ino(s, st.st_ino);
 	if (!g)
 		return -ENOENT;
-	return end > g->size || end > st.st_size ? seg_set_size(s, g, fd, end > g->size ? end : g->size) : 0;
+	if (end <= g->size && end <= st.st_size)
+		return 0;
+	return seg_set_size(s, g, fd, end > g->size ? end : g->size);
 }
 
 int shm_create(struct shm *s, const char *name, off_t size)
