@@ -1,17 +1,62 @@
 """Running one job: the worker's globals (they persist between jobs), a
-cache of compiled sources, the job's `result`, and its error as text."""
+cache of compiled sources, the job's `result`, and its error as text.
+
+Jobs start, as omnipkg's do, with sys, os and json bound, and np when
+numpy can be imported: a stand-in module that imports numpy on first use,
+so that a worker whose jobs never touch it never pays for the import."""
 
 import builtins
+import importlib
+import importlib.util
+import json
+import os
+import sys
 import time
 import traceback
+import types
 
 from omniworker.frame import MAX_FRAME, dumps
 
 
+class LazyModule(types.ModuleType):
+    """Module `name` bound as G[alias], imported when an attribute is first
+    read; then G[alias] becomes the module itself."""
+
+    def __init__(self, name, G, alias):
+        super().__init__(name)
+        self.__dict__["_lazy"] = (G, alias)
+
+    def __getattr__(self, attr):
+        G, alias = self.__dict__["_lazy"]
+        mod = importlib.import_module(self.__name__)
+        if G.get(alias) is self:
+            G[alias] = mod
+        return getattr(mod, attr)
+
+    def __repr__(self):
+        return "<module %r (imported on first use)>" % (self.__name__,)
+
+
 class Executor:
     def __init__(self):
-        self.G = {"__name__": "__main__", "__builtins__": builtins}
+        self.G = {"__name__": "__main__", "__builtins__": builtins,
+                  "sys": sys, "os": os, "json": json}
         self.codes = {}          # source -> code object: repeated jobs skip compile
+
+    def bind_lazy(self, alias, name):
+        """G[alias] = module name, imported on first use, when it can be
+        found on sys.path (a bubble's or the interpreter's own)."""
+        if alias in self.G:
+            return
+        if name in sys.modules:
+            self.G[alias] = sys.modules[name]
+            return
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if found:
+            self.G[alias] = LazyModule(name, self.G, alias)
 
     def run(self, src, rep):
         """Runs src in the globals; sets ok, error, traceback, duration and

@@ -17,6 +17,11 @@ from omniworker.frame import FrameReader, send_frame, send_msg
 
 DEFAULT_CAP = 1 << 20         # bytes of stdout / stderr kept when "cap" is absent
 PYVER = "%d.%d.%d" % tuple(sys.version_info[:3])
+# <runtime dir>/worker/omniworker/serve.py: the runtime dir, and the Python
+# client package the daemon installs beside us (<runtime dir>/worker/client).
+_WORKER_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUNTIME_DIR = os.path.dirname(_WORKER_DIR)
+CLIENT_DIR = os.path.join(_WORKER_DIR, "client")
 
 
 def ensure_std_fds():
@@ -63,11 +68,22 @@ class Worker:
                     s.flush()
                 except Exception:
                     pass
+        # Jobs see that they run in a worker (so the client never starts a
+        # daemon from one), and nested calls reach this daemon.
         os.environ["OMNIPKG_DAEMON_CHILD"] = "1"
+        os.environ["OMNIPKG_IS_DAEMON_WORKER"] = "1"
+        if os.path.exists(os.path.join(RUNTIME_DIR, "omnipkgd.sock")):
+            os.environ["OMNIPKG_RUNTIME_DIR"] = RUNTIME_DIR
+        # `import omnipkg` is this daemon's client: ahead of site-packages
+        # (an omnipkg installed there speaks to another daemon), behind the
+        # bubbles.
+        if os.path.isdir(CLIENT_DIR) and CLIENT_DIR not in sys.path:
+            sys.path.insert(0, CLIENT_DIR)
         bubbles.put_first(paths)
         self.capture = Capture()
         self.capture.begin()      # from here on fds 1 and 2 never reach the daemon's log
         self.executor = Executor()
+        self.executor.bind_lazy("np", "numpy")
         self.arrays = Arrays(self.executor.G)
 
     def serve(self):
@@ -96,10 +112,18 @@ class Worker:
         rep = {"op": "done", "id": msg.get("id"), "ok": True}
         self.capture.begin()
         err = self.arrays.begin(msg)
+        G = self.executor.G
+        # omnipkg binds the whole task as input_data; a bound "input_data"
+        # (the client's shm_in / shm_out descriptors) fills it in.
+        given = G.get("input_data") if "input_data" in (msg.get("bind") or {}) else None
+        G["input_data"] = dict({"type": "execute", "task_id": str(msg.get("id")),
+                                "code": msg["code"], "shm_in": {}, "shm_out": {}},
+                               **(given if isinstance(given, dict) else {}))
         if err is None:
             self.executor.run(msg["code"], rep)
         else:
             rep.update(ok=False, error=err, traceback="", duration=0.0)
+        G.pop("input_data", None)    # per job, as in omnipkg
         self.capture.flush()
         if os.getpid() != self.pid:
             # A child that user code forked fell off the end of the job: it
