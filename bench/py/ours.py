@@ -302,7 +302,8 @@ def small_json(c, n, hot_p50):
         t0 = common.now()
         r = c.execute("base", code, python_exe="3.11")
         v.append(common.now() - t0)
-        expect(r.get("success") and r.get("result") == PAYLOAD, "dict came back as %r" % r.get("result"))
+        expect(r.get("success") and r.get("job_result") == PAYLOAD,
+               "dict came back as %r" % r.get("job_result"))
     return [common.row("json_dict_roundtrip", v, ref=("hot_exec_python_client", hot_p50))]
 
 

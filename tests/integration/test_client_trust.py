@@ -169,14 +169,20 @@ class TrustTest(unittest.TestCase):
             self.assertEqual(r.returncode, 111, r.stderr)
             self.assertIn(why, r.stderr)
             with self.assertRaises(omc.DaemonTrustError) as cm:
-                omc.DaemonClient(socket_path=sock, timeout=TIMEOUT, auto_start=False).status()
+                omc.DaemonClient(socket_path=sock, timeout=TIMEOUT, auto_start=False,
+                                 raise_errors=True).status()
             self.assertIn(sock, str(cm.exception))
             self.assertIn(why, str(cm.exception))
+            # omnipkg's shape: a failed reply, nothing raised, nothing sent
+            r = omc.DaemonClient(socket_path=sock, timeout=TIMEOUT).execute("base", "print(1)")
+            self.assertFalse(r["success"])
+            self.assertIn(why, r["error"])
+            self.assertEqual(r["exception"], "DaemonTrustError")
             old = dict(os.environ)
             os.environ.update(OMNIPKGD=self.env["OMNIPKGD"], OMNIPKG_RUNTIME_DIR=rundir)
             try:
                 with self.assertRaises(omc.DaemonTrustError):
-                    omc.DaemonClient(timeout=TIMEOUT, auto_start=True).status()
+                    omc.DaemonClient(timeout=TIMEOUT, auto_start=True, raise_errors=True).status()
             finally:
                 os.environ.clear()
                 os.environ.update(old)

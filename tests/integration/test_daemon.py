@@ -175,16 +175,17 @@ class TestExec(DaemonTest):
 
     def test_worker_env_guards_recursion(self):
         self.d.start()
-        code = ("import os, sys\nsys.path.insert(0, %r)\n"
+        # The client package jobs import is the daemon's own copy.
+        code = ("import os\n"
                 "from omnipkg.isolation.worker_daemon import DaemonClient\n"
-                "c = DaemonClient(socket_path='/nonexistent/omnipkgd.sock')\n"
-                "try:\n    c.status()\n    result = 'started'\n"
-                "except Exception as e:\n    result = [os.environ.get('OMNIPKG_DAEMON_CHILD'), type(e).__name__]\n"
-                % os.path.join(harness.REPO, "src", "python"))
+                "c = DaemonClient(socket_path='/nonexistent/omnipkgd.sock', raise_errors=True)\n"
+                "try:\n    c.execute('base', 'pass')\n    result = 'started'\n"
+                "except Exception as e:\n    result = [os.environ.get('OMNIPKG_DAEMON_CHILD'), "
+                "type(e).__name__, str(e)]\n")
         rc, r = self.exec_json("--spec", "base", "--python", "3.11", "-c", code)
         self.assertTrue(r["ok"], r)
-        self.assertEqual(r["result"][0], "1")
-        self.assertNotEqual(r["result"], "started")
+        self.assertEqual(r["result"][:2], ["1", "DaemonNotRunning"])
+        self.assertIn("never starts one", r["result"][2])
 
     def test_once_worker_is_gone_afterwards(self):
         self.d.start()

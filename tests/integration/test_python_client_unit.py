@@ -320,7 +320,7 @@ class ClientTest(unittest.TestCase):
         self.tmp = tempfile.mkdtemp(prefix="omnipkg-cli-")
         self.path = os.path.join(self.tmp, "omnipkgd.sock")
         self.fake = FakeDaemon(self.path)
-        self.client = DaemonClient(socket_path=self.path, timeout=TIMEOUT, auto_start=False)
+        self.client = DaemonClient(socket_path=self.path, timeout=TIMEOUT, auto_start=False, raise_errors=True)
         self.children = []
 
     def tearDown(self):
@@ -399,7 +399,7 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(self.fake.connections, 1)
 
     def test_late_reply_to_abandoned_request_is_dropped(self):
-        c = DaemonClient(socket_path=self.path, timeout=0.3, auto_start=False)
+        c = DaemonClient(socket_path=self.path, timeout=0.3, auto_start=False, raise_errors=True)
         self.addCleanup(c.close)
         self.fake.exec_delay = {"slow": 0.6}
         with self.assertRaises(omc.DaemonTimeout):
@@ -417,12 +417,17 @@ class ClientTest(unittest.TestCase):
         self.assertTrue(rep["ok"])
         self.assertEqual((rep["a"], rep["b"]), (1, [1, 2]))
         self.assertEqual(rep["stdout"].split(":")[0], "out")      # not replaced
-        self.assertEqual(rep["result"], {"a": 1, "b": [1, 2], "stdout": "not this",
-                                         "success": False})
+        self.assertEqual((rep["status"], rep["success"]), ("COMPLETED", True))
+        self.assertEqual(rep["job_result"], {"a": 1, "b": [1, 2], "stdout": "not this",
+                                             "success": False})
         self.assertEqual(rep["worker_pid"], 42)
         self.assertNotIn("v", rep)
-        rep = self.client.execute("base", "result=5")
-        self.assertEqual(rep["result"], 5)
+        self.assertNotIn("result", rep)       # omnipkg has none: "result" is the user's key
+        rep = self.client.execute("base", "result=5.5")
+        self.assertEqual(rep["job_result"], 5.5)
+        self.assertNotIn("result", rep)
+        rep = self.client.execute("base", 'result={"result": 3}')
+        self.assertEqual((rep["result"], rep["job_result"]), (3, {"result": 3}))
 
     def test_failures_are_replies(self):
         rep = self.client.execute("base", "raise")
@@ -456,7 +461,7 @@ class ClientTest(unittest.TestCase):
 
     def test_numpy_not_imported_by_the_client(self):
         code = ("import sys, omnipkg; from omnipkg.isolation.worker_daemon import DaemonClient; "
-                "DaemonClient(socket_path=%r, auto_start=False).execute('base', 'x'); "
+                "DaemonClient(socket_path=%r, auto_start=False, raise_errors=True).execute('base', 'x'); "
                 "print('numpy' in sys.modules)" % self.path)
         r = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                            env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
@@ -483,7 +488,7 @@ class ClientTest(unittest.TestCase):
         self.assertTrue(self.client.execute("base", "fine")["success"])   # reconnects
 
     def test_timeout(self):
-        c = DaemonClient(socket_path=self.path, timeout=0.3, auto_start=False)
+        c = DaemonClient(socket_path=self.path, timeout=0.3, auto_start=False, raise_errors=True)
         self.addCleanup(c.close)
         t0 = time.monotonic()
         with self.assertRaises(TimeoutError):
@@ -517,7 +522,7 @@ class ClientTest(unittest.TestCase):
         missing = os.path.join(self.tmp, "none", "omnipkgd.sock")
         env = {"OMNIPKG_DAEMON_CHILD": "1", "OMNIPKGD": binary}
         with mock.patch.dict(os.environ, env):
-            c = DaemonClient(socket_path=missing, timeout=2, auto_start=True)
+            c = DaemonClient(socket_path=missing, timeout=2, auto_start=True, raise_errors=True)
             with self.assertRaises(ConnectionError) as cm:
                 c.execute("base", "x")
             self.assertIn("OMNIPKG_DAEMON_CHILD", str(cm.exception))
@@ -529,7 +534,7 @@ class ClientTest(unittest.TestCase):
         binary = self.write_fake_binary("import sys; sys.exit(3)\n")
         missing = os.path.join(self.tmp, "none", "omnipkgd.sock")
         with mock.patch.dict(os.environ, {"OMNIPKGD": binary, "OMNIPKG_DAEMON_CHILD": "0"}):
-            c = DaemonClient(socket_path=missing, timeout=2, auto_start=True)
+            c = DaemonClient(socket_path=missing, timeout=2, auto_start=True, raise_errors=True)
             with self.assertRaises(omc.DaemonStartError) as cm:
                 c.execute("base", "x")
         self.assertIn("status 3", str(cm.exception))
@@ -579,7 +584,7 @@ class ClientTest(unittest.TestCase):
         os.mkdir(os.path.join(self.tmp, "auto"), 0o700)
         path = os.path.join(self.tmp, "auto", "omnipkgd.sock")
         with mock.patch.dict(os.environ, {"OMNIPKGD": binary, "OMNIPKG_DAEMON_CHILD": ""}):
-            c = DaemonClient(socket_path=path, timeout=5, auto_start=True)
+            c = DaemonClient(socket_path=path, timeout=5, auto_start=True, raise_errors=True)
             self.addCleanup(c.close)
             try:
                 rep = c.execute("base", "hi")
@@ -610,7 +615,7 @@ class DataPlaneTest(unittest.TestCase):
         self.tmp = tempfile.mkdtemp(prefix="omnipkg-dp-")
         self.path = os.path.join(self.tmp, "omnipkgd.sock")
         self.fake = FakeDaemon(self.path)
-        self.c = DaemonClient(socket_path=self.path, timeout=TIMEOUT, auto_start=False)
+        self.c = DaemonClient(socket_path=self.path, timeout=TIMEOUT, auto_start=False, raise_errors=True)
 
     def tearDown(self):
         self.c.close()
@@ -714,7 +719,7 @@ class DataPlaneTest(unittest.TestCase):
             "shm_out": {"arr_out": {"name": "s2", "shape": [4, 7], "dtype": "<f4", "offset": 0,
                                     "strides": [28, 4]}}}})
         self.assertNotIn(str(x[0, 1]), ex["code"])
-        out = r["arr_out"]
+        out = r["outputs"]["arr_out"]
         self.assertEqual(out.tolist(), (y * 2).tolist())
         self.assertEqual(np.frombuffer(self.file_bytes("s2")[:112], np.float32).tolist(),
                          (y * 2).ravel().tolist())                  # written in place
@@ -745,15 +750,15 @@ class DataPlaneTest(unittest.TestCase):
         data = self.ops("exec")[0]["bind"]["input_data"]
         self.assertEqual(data["shm_in"], {"name": "frame", "shape": [4], "dtype": "float64"})
         self.assertEqual(data["shm_out"]["name"], "s2")
-        self.assertIs(r["arr_out"], r["tensor_out"])
-        self.assertEqual(r["arr_out"].tolist(), [1, 3, 5, 7])
+        self.assertIs(r["outputs"]["arr_out"], r["outputs"]["tensor_out"])
+        self.assertEqual(r["outputs"]["arr_out"].tolist(), [1, 3, 5, 7])
 
     def test_named_output_is_mapped_here(self):
         self.c.call("shm_create", size=4096, name="out")
         r = self.c.execute_shm("base", "py:arr_out[:] = 7", {},
                                {"arr_out": {"shm_name": "out", "shape": [3], "dtype": "int32"}})
         self.assertEqual(self.ops("exec")[0]["arrays"][0]["access"], "inout")
-        self.assertEqual(r["arr_out"].tolist(), [7, 7, 7])
+        self.assertEqual(r["outputs"]["arr_out"].tolist(), [7, 7, 7])
 
     def test_foreign_arrays_copied_in_and_back(self):
         np = self.np
@@ -762,7 +767,7 @@ class DataPlaneTest(unittest.TestCase):
         r = self.c.execute_shm("base", "py:arr_out[:] = arr_in + arr_out + 1",
                                {"arr_in": a}, {"arr_out": b})
         self.assertTrue(r["success"], r)
-        self.assertIs(r["arr_out"], b)
+        self.assertIs(r["outputs"]["arr_out"], b)
         self.assertEqual(b.tolist(), (a + 1).tolist())
         self.assertEqual(self.ops("exec")[0]["arrays"][1]["access"], "inout")
         self.assertEqual(len(self.ops("shm_create")), 2)
@@ -797,7 +802,7 @@ class DataPlaneTest(unittest.TestCase):
         np = self.np
         x = self.c.array(np.arange(10, dtype=np.int64))
         r = self.c.execute_shm("base", "py:result = arr_in[::2]", {"arr_in": x}, {})
-        res = r["result"]
+        res = r["job_result"]
         self.assertEqual(res.tolist(), [0, 2, 4, 6, 8])
         self.assertTrue(np.shares_memory(res, x))
         del x, r
@@ -809,7 +814,7 @@ class DataPlaneTest(unittest.TestCase):
     def test_result_array_in_a_new_segment_removed_when_garbage(self):
         np = self.np
         r = self.c.execute("numpy==2.2.6", "py:result = np.arange(6, dtype=np.float32) * 3")
-        res = r["result"]
+        res = r["job_result"]
         self.assertEqual((res.dtype, res.tolist()), (np.float32, [0, 3, 6, 9, 12, 15]))
         name = [n for n in self.fake.segments if n.startswith("r")]
         self.assertEqual(len(name), 1)
@@ -829,7 +834,7 @@ class DataPlaneTest(unittest.TestCase):
                                              a, (1,), "float64")
         self.assertEqual((out.shape, out.dtype, out[0]), ((1,), np.float64, a.sum()))
         self.assertTrue(meta["success"])
-        self.assertIs(meta["arr_out"], out)
+        self.assertIs(meta["outputs"]["arr_out"], out)
         names = [e["name"] for e in self.ops("exec")[0]["arrays"]]
         self.assertEqual(names, ["arr_in", "tensor_in", "arr_out", "tensor_out"])
         with self.assertRaises(RuntimeError) as cm:
@@ -843,7 +848,9 @@ class DataPlaneTest(unittest.TestCase):
                                  data=data)
         self.assertEqual(s["transport"], "JSON")
         self.assertTrue(s["success"])
-        self.assertEqual(s["result"], {"ok": True, "b": False})
+        self.assertEqual(s["meta"]["job_result"], {"ok": True, "b": False})
+        self.assertEqual((s["meta"]["ok"], s["meta"]["b"]), (True, False))   # merged, too
+        self.assertEqual(s["result"], s["meta"]["stdout"].strip())   # JSON: stripped stdout
         ex = self.ops("exec")[0]
         self.assertEqual(ex["bind"], {"arr_in": data})
         self.assertNotIn("arrays", ex)
@@ -857,7 +864,7 @@ class DataPlaneTest(unittest.TestCase):
         s = self.c.execute_smart("numpy==2.2.6", "py:result = [arr_in.dtype.str, "
                                  "arr_in.tolist()]", data=a)
         self.assertEqual(s["transport"], "JSON")
-        self.assertEqual(s["result"], ["|i1", [[-1, 2], [3, 127]]])
+        self.assertEqual(s["meta"]["job_result"], ["|i1", [[-1, 2], [3, 127]]])
         self.assertEqual(self.ops("exec")[0]["bind"]["arr_in"], {"__ndarray__": {
             "dtype": "|i1", "shape": [2, 2], "data": [-1, 2, 3, 127]}})
 
@@ -872,10 +879,12 @@ class DataPlaneTest(unittest.TestCase):
         self.assertEqual([e["name"] for e in self.ops("exec")[0]["arrays"]],
                          ["arr_in", "tensor_in", "arr_out", "tensor_out"])
         s = self.c.execute_smart("base", "py:result = {'n': len(arr_in)}", data=a[:8191])
-        self.assertEqual((s["transport"], s["result"]), ("JSON", {"n": 8191}))
+        self.assertEqual((s["transport"], s["meta"]["n"]), ("JSON", 8191))
+        nan = np.array([float("nan")])
         s = self.c.execute_smart("base", "py:result = {'nan': bool(np.isnan(arr_in[0]))}",
-                                 data=np.array([float("nan")]))
-        self.assertEqual((s["transport"], s["result"]), ("SHM", {"nan": True}))
+                                 data=nan)
+        self.assertEqual((s["transport"], s["meta"]["nan"]), ("SHM", True))
+        self.assertEqual((s["result"].shape, s["result"].dtype), (nan.shape, nan.dtype))
 
 
 if __name__ == "__main__":

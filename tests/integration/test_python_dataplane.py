@@ -102,7 +102,7 @@ class TestPipeline(DataPlaneTest):
             self.assertTrue(r["success"], r)
             self.assertEqual(r["numpy"], spec.split("==")[1])
             self.assertEqual(r["seen"], hashlib.sha256(want[i]).hexdigest())
-            self.assertIs(r["arr_out"], dst)           # written in place, here too
+            self.assertIs(r["outputs"]["arr_out"], dst)           # written in place, here too
             self.assertTrue(np.array_equal(dst, want[i + 1]), "stage %d" % (i + 1))
             pids.append(r["worker_pid"])
             for p in paths:
@@ -121,7 +121,7 @@ class TestCalls(DataPlaneTest):
         s = self.c.execute_smart("numpy==2.2.6", "result = {'same': arr_in == %r}" % (data,),
                                  data=data, python_exe="3.11")
         self.assertEqual((s["transport"], s["success"]), ("JSON", True), s)
-        self.assertEqual(s["result"], {"same": True})
+        self.assertEqual(s["meta"]["same"], True)
         s = self.c.execute_smart("base", "print('  %d  ' % len(arr_in))", data=[1, True, None],
                                  python_exe="3.11")
         self.assertEqual((s["transport"], s["result"]), ("JSON", "3"))
@@ -131,7 +131,7 @@ class TestCalls(DataPlaneTest):
         s = self.c.execute_smart("numpy==2.2.6", "result = [arr_in.dtype.str, arr_in.tolist()]",
                                  data=a, python_exe="3.11")
         self.assertEqual(s["transport"], "JSON")
-        self.assertEqual(s["result"], ["|i1", [[-1, 2], [3, 127]]])
+        self.assertEqual(s["meta"]["job_result"], ["|i1", [[-1, 2], [3, 127]]])
 
     def test_smart_large_array_goes_shm(self):
         np = self.np
@@ -141,9 +141,12 @@ class TestCalls(DataPlaneTest):
         self.assertEqual(s["transport"], "SHM")
         self.assertTrue(s["success"], s["meta"])
         self.assertTrue(np.array_equal(s["result"], a[::-1] * 2))
-        s = self.c.execute_smart("numpy==2.2.6", "result = {'sum': float(arr_in.sum())}",
-                                 data=a, python_exe="3.11")
-        self.assertEqual((s["transport"], s["result"]), ("SHM", {"sum": float(a.sum())}))
+        s = self.c.execute_smart("numpy==2.2.6", "result = {'sum': float(arr_in.sum())}; "
+                                 "arr_out[:] = 1", data=a, python_exe="3.11")
+        self.assertEqual((s["transport"], s["meta"]["sum"]), ("SHM", float(a.sum())))
+        self.assertTrue(np.all(s["result"] == 1))      # omnipkg's: arr_out, shaped as data
+        with self.assertRaises(RuntimeError):           # as execute_zero_copy
+            self.c.execute_smart("numpy==2.2.6", "1/0", data=a, python_exe="3.11")
 
     def test_zero_copy_returns_array_and_reply(self):
         np = self.np
@@ -166,11 +169,11 @@ class TestCalls(DataPlaneTest):
         before = len(self.segments())
         r = self.c.execute_shm("numpy==2.2.6", "result = arr_in[::2]", {"arr_in": x}, {},
                                python_exe="3.11")
-        self.assertTrue(np.shares_memory(r["result"], x))
-        self.assertEqual(r["result"].tolist(), [0, 2, 4, 6, 8])
+        self.assertTrue(np.shares_memory(r["job_result"], x))
+        self.assertEqual(r["job_result"].tolist(), [0, 2, 4, 6, 8])
         r = self.c.execute("numpy==2.2.6", "import numpy as np; result = np.arange(5) * 3",
                            python_exe="3.11")
-        res = r["result"]
+        res = r["job_result"]
         self.assertEqual(res.tolist(), [0, 3, 6, 9, 12])
         self.assertEqual(len(self.segments()), before + 1)
         del r, res
@@ -187,12 +190,12 @@ class TestCalls(DataPlaneTest):
                                    {"arr_out": {"shape": (256,), "dtype": "float32"}},
                                    python_exe="3.11")
             self.assertTrue(r["success"], r)
-            self.assertEqual(float(r["arr_out"][255]), i + 1.0)
+            self.assertEqual(float(r["outputs"]["arr_out"][255]), i + 1.0)
             if i % 1000 == 0:
                 self.assertLessEqual(len(self.segments()), 4)
         self.assertLessEqual(len(self.segments()), 4)
         self.assertLessEqual(self.c.shm_pool.created, 4)
-        self.assertTrue(np.all(r["arr_out"] == 10000.0))
+        self.assertTrue(np.all(r["outputs"]["arr_out"] == 10000.0))
 
 
 class TestKilledClient(DataPlaneTest):

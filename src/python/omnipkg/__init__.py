@@ -16,6 +16,7 @@ names under the path omnipkg 3.4.1 used.
 
 from .client import (
     DaemonClient,
+    DaemonProxy,
     DaemonConnectionError,
     DaemonNotRunning,
     DaemonProtocolError,
@@ -25,11 +26,13 @@ from .client import (
     DaemonTrustError,
     default_socket_path,
     reason_class,
+    resolve_python_exe,
     start_daemon,
 )
 
 __all__ = [
     "DaemonClient",
+    "DaemonProxy",
     "DaemonConnectionError",
     "DaemonNotRunning",
     "DaemonProtocolError",
@@ -39,5 +42,6 @@ __all__ = [
     "DaemonTrustError",
     "default_socket_path",
     "reason_class",
+    "resolve_python_exe",
     "start_daemon",
 ]

@@ -18,10 +18,12 @@ ndarrays in pooled segments; execute_shm, execute_zero_copy and
 execute_smart name them in the request ("arrays"), so the worker maps the
 same pages; small values travel as JSON globals ("bind"), never as source.
 
-A failed job, a bad spec or a missing bubble is a reply with success False
-and "error"; only not reaching the daemon raises (ConnectionError subclasses).
-reason_class(reply["reason"]) says whether the job failed ("job"), was
-turned down ("refused") or the system failed ("system").
+Nothing raises by default, as in omnipkg: a failed job, a bad spec, a
+missing bubble and a daemon that cannot be reached are all replies with
+success False and "error" ("Daemon not running: ..." when nothing answers).
+DaemonClient(raise_errors=True) raises the ConnectionError subclasses below
+for the last kind instead.  reason_class(reply["reason"]) says whether a job
+failed ("job"), was turned down ("refused") or the system failed ("system").
 
 Requests carry code, so a socket is used only when nobody else could have
 put it there: before a byte is sent, its directory must be a real directory
@@ -86,11 +88,15 @@ REASONS = {
 def reason_class(reason):
     """"job", "refused" or "system" for a reply's reason; None when unknown."""
     return REASONS.get(reason)
-# Fields of an exec reply; keys of a dict `result` are merged beside them
-# (as omnipkg does) but never replace one of them.
+# Fields of an exec reply as this client returns it.  omnipkg's own are
+# success, status ("COMPLETED" or "ERROR"), task_id, stdout, stderr and, on
+# failure, error and traceback; the rest are ours.  The keys of a dict
+# `result` are merged beside them (as omnipkg does) but never replace one,
+# and the job's `result` itself, whatever its type, is "job_result" (omnipkg
+# has no `result` key in exec replies: a key "result" is the user's own).
 _REPLY_FIELDS = frozenset((
-    "v", "id", "ok", "success", "stdout", "stderr", "stdout_truncated",
-    "stderr_truncated", "stdout_bytes", "stderr_bytes", "result", "error",
+    "ok", "success", "status", "task_id", "stdout", "stderr", "stdout_truncated",
+    "stderr_truncated", "stdout_bytes", "stderr_bytes", "job_result", "error",
     "errno", "traceback", "reason", "duration", "worker_pid", "spec", "python",
     "result_array",
 ))
@@ -267,12 +273,17 @@ class DaemonClient:
                  the daemon as the job's limit, extends it when longer).
     auto_start:  start omnipkgd when nothing answers; never done inside a
                  worker (OMNIPKG_DAEMON_CHILD=1), where this is an error.
+                 status() never starts it.
+    raise_errors: raise DaemonConnectionError subclasses when the daemon
+                 cannot be reached (or is not trusted), instead of
+                 returning {"success": False, "error": ...} as omnipkg does.
     """
 
-    def __init__(self, socket_path=None, timeout=300.0, auto_start=True):
+    def __init__(self, socket_path=None, timeout=300.0, auto_start=True, raise_errors=False):
         self.socket_path = socket_path or default_socket_path()
         self.timeout = timeout
         self.auto_start = auto_start
+        self.raise_errors = raise_errors
         self._sock = None
         self._gen = 0                  # bumped at each (re)connection
         self._conn_lock = threading.Lock()
@@ -288,9 +299,9 @@ class DaemonClient:
 
     # ------------------------------------------------------------ connection
 
-    def _connect(self):
+    def _connect(self, start=True):
         """The open socket and its generation, connecting (and starting the
-        daemon) when needed."""
+        daemon, when start and auto_start) when needed."""
         with self._conn_lock:
             if self._sock is not None:
                 return self._sock, self._gen
@@ -299,7 +310,7 @@ class DaemonClient:
             except DaemonTrustError:
                 raise
             except OSError as e:
-                if not self.auto_start:
+                if not (self.auto_start and start):
                     raise DaemonNotRunning("omnipkgd is not answering at %s (%s); start it with "
                                            "`omnipkg daemon start`" % (self.socket_path, e)) from None
                 if in_worker():
@@ -364,25 +375,26 @@ class DaemonClient:
 
     # ------------------------------------------------------------ requests
 
-    def call(self, op, wait=None, **args):
+    def call(self, op, wait=None, start=True, **args):
         """Sends one request {"op": op, **args} and returns the daemon's raw
         reply dict, waiting at most `wait` seconds (None: the client's
-        timeout).  Arguments whose value is None are left out."""
+        timeout); start=False never starts a daemon.  Arguments whose value
+        is None are left out.  Raises DaemonConnectionError subclasses."""
         msg = {k: v for k, v in args.items() if v is not None}
         msg["op"] = op
-        return self._call(msg, self.timeout if wait is None else wait)
+        return self._call(msg, self.timeout if wait is None else wait, start)
 
-    def _call(self, msg, wait):
-        return self._call_gen(msg, wait)[0]
+    def _call(self, msg, wait, start=True):
+        return self._call_gen(msg, wait, start)[0]
 
-    def _call_gen(self, msg, wait):
+    def _call_gen(self, msg, wait, start=True):
         """The reply to msg and the generation of the connection it went on."""
         with self._cv:
             self._next_id = self._next_id % MAX_ID + 1
             rid = self._next_id
             self._pending[rid] = 0
         try:
-            self._send(rid, dict(msg, v=PROTO_VERSION, id=rid))
+            self._put(rid, dict(msg, v=PROTO_VERSION, id=rid), start)
             with self._cv:
                 gen = self._pending.get(rid)
             return self._wait(rid, wait), gen
@@ -391,12 +403,12 @@ class DaemonClient:
                 self._pending.pop(rid, None)
                 self._replies.pop(rid, None)
 
-    def _send(self, rid, msg):
+    def _put(self, rid, msg, start):
         data = _encode(msg)
         for attempt in (0, 1):
             s, gen = self._current()
             if s is None:
-                s, gen = self._connect()
+                s, gen = self._connect(start)
             try:
                 with self._send_lock:
                     with self._cv:
@@ -493,33 +505,48 @@ class DaemonClient:
     # --------------------------------------------------- omnipkg 3.4.1 API
 
     def _exec(self, spec, code, python_exe, timeout, tag, once, arrays=None, bind=None,
-              known=()):
+              known=(), pin=False, max_memory_mb=None):
         """One exec; the reply in omnipkg's shape.  known: the segments the
-        request named (a result_array in another one is a new segment)."""
+        request named (a result_array in another one is a new segment).
+        Raises DaemonConnectionError subclasses."""
         wait = self.timeout
         if timeout is not None:
             wait = max(wait, timeout + CALL_GRACE)
         raw = self.call("exec", wait=wait, spec=spec, code=code,
-                        python=None if python_exe is None else os.fspath(python_exe),
+                        python=resolve_python_exe(python_exe),
                         tag=tag or None, once=True if once else None, timeout=timeout,
-                        arrays=arrays or None, bind=bind or None)
+                        arrays=arrays or None, bind=bind or None,
+                        pin=True if pin else None, max_memory_mb=max_memory_mb)
         out = to_omnipkg_reply(raw)
         ra = raw.get("result_array")
         if isinstance(ra, dict):
             try:
-                out["result"] = self.shm_pool.view(ra["segment"], ra["dtype"], ra["shape"],
-                                                   ra.get("strides"), ra.get("offset", 0),
-                                                   result=ra["segment"] not in known)
+                out["job_result"] = self.shm_pool.view(ra["segment"], ra["dtype"], ra["shape"],
+                                                       ra.get("strides"), ra.get("offset", 0),
+                                                       result=ra["segment"] not in known)
             except ImportError:
                 # No numpy here: the descriptor; the segment goes with the connection.
-                out["result"] = ra
+                out["job_result"] = ra
         return out
 
+    def _guard(self, fn, *args, **kw):
+        """fn's value, or (unless raise_errors) a failed reply when the
+        daemon cannot be reached or trusted: omnipkg's clients never raise."""
+        try:
+            return fn(*args, **kw)
+        except DaemonConnectionError as e:
+            if self.raise_errors:
+                raise
+            return connection_failure(e)
+
     def execute(self, spec, code, python_exe=None, *, timeout=None, worker_tag=None):
-        """Runs code in the worker of (spec, python_exe); a reply dict.  A
-        `result` that is a numpy array comes back as an ndarray view of a
-        shared segment (never JSON)."""
-        return self._exec(spec, code, python_exe, timeout, worker_tag, False)
+        """Runs code in the worker of (spec, python_exe); a reply dict.
+        python_exe None is this process's own interpreter (a venv's python
+        runs with the venv's site-packages); "3.11", "3.11.7", "py311",
+        "python3.11" or a path name another.  A `result` that is a numpy
+        array comes back as "job_result", an ndarray view of a shared
+        segment (never JSON)."""
+        return self._guard(self._exec, spec, code, python_exe, timeout, worker_tag, False)
 
     # ------------------------------------------------------- shared arrays
 
@@ -544,8 +571,10 @@ class DaemonClient:
     def _place(self, value, access, keep, copyback):
         """The arrays-entry fields (segment, dtype, shape...) for value, an
         ndarray or an omnipkg descriptor, and its JSON descriptor.  An
-        ndarray outside our segments is copied into one (and copied back
-        after the job when the job may write it)."""
+        ndarray outside our segments, or a descriptor naming a POSIX shared
+        memory block of the caller's (/dev/shm, as omnipkg's clients make
+        with multiprocessing.shared_memory), is copied into one of ours (and
+        copied back after the job when the job may write it)."""
         if isinstance(value, dict):
             access = value.get("access", access)
             name = value.get("name", value.get("shm_name"))
@@ -553,6 +582,9 @@ class DaemonClient:
                 if access == "in":
                     raise ValueError("an input descriptor names its segment (\"name\")")
                 value = self.shm_pool.empty(value["shape"], value["dtype"])
+            elif _posix_shm_path(name):
+                keep.append(value)
+                value = _posix_shm_view(_posix_shm_path(name), value, keep)
             else:
                 shape = value["shape"]
                 f = {"segment": name, "dtype": _dtype_name(value["dtype"]),
@@ -583,13 +615,15 @@ class DaemonClient:
                 "strides": f["strides"]}
         return dict(f, access=access), desc, value
 
-    def _shm_exec(self, spec, code, sides, python_exe, tag, timeout):
+    def _shm_exec(self, spec, code, sides, python_exe, tag, timeout, pin=False,
+                  max_memory_mb=None):
         """Runs code with arrays.  sides: [(side, single, [(names, value,
         access)])] with side "shm_in"/"shm_out"; every name of a group is
-        bound to the same view.  The reply gains each output name -> its
-        ndarray.  A refused segment operation is a failed reply."""
+        bound to the same view.  Returns (reply, {output name: ndarray}).
+        A refused segment operation is a failed reply; not reaching the
+        daemon raises."""
         arrays, keep, copyback, known = [], [], [], set()
-        input_data, outputs = {}, []
+        input_data, outputs, views = {}, [], {}
         try:
             for side, single, groups in sides:
                 descs = {}
@@ -603,10 +637,10 @@ class DaemonClient:
                         outputs.append((names, f, arr))
                 input_data[side] = descs[groups[0][0][0]] if single and groups else descs
             r = self._exec(spec, code, python_exe, timeout, tag, False, arrays,
-                           {"input_data": input_data}, known)
+                           {"input_data": input_data}, known, pin, max_memory_mb)
         except DaemonShmError as e:
-            return {"success": False, "ok": False, "error": str(e), "reason": e.reason,
-                    "stdout": "", "stderr": "", "traceback": ""}
+            return {"success": False, "ok": False, "status": "ERROR", "error": str(e),
+                    "reason": e.reason, "stdout": "", "stderr": "", "traceback": ""}, {}
         for user, copy in copyback:
             user[...] = copy
         for names, f, arr in outputs:
@@ -617,20 +651,24 @@ class DaemonClient:
                 except ImportError:
                     continue      # no numpy here: the caller has the segment itself
             for nm in names:
-                r[nm] = arr
-        return r
+                views[nm] = arr
+        if views:
+            r["outputs"] = views
+        return r, views
 
     def execute_shm(self, spec, code, shm_in, shm_out, python_exe=None, worker_tag=None,
                     pin=False, max_memory_mb=None, *, timeout=None):
         """Like execute, with arrays in shared segments.  shm_in and shm_out
         map names to ndarrays or omnipkg descriptors {"name"|"shm_name",
-        "shape", "dtype"} of existing segments (an shm_out descriptor
-        without a name gets a new pooled segment); a single descriptor is
-        bound as arr_in/tensor_in (arr_out/tensor_out).  The worker sees
-        numpy views of the same pages, and `input_data` {"shm_in",
-        "shm_out"} as omnipkg's workers do; outputs are written in place and
-        the reply maps each output name to its ndarray here.  pin and
-        max_memory_mb are accepted for compatibility and not enforced."""
+        "shape", "dtype"} (of our segments, or of the caller's POSIX shared
+        memory); a single descriptor is bound as arr_in/tensor_in
+        (arr_out/tensor_out); an shm_out descriptor without a name gets a
+        new pooled segment.  The worker sees numpy views of the same pages
+        and `input_data` as omnipkg's workers do; outputs are written in
+        place.  The reply is omnipkg's; "outputs" maps each output name to
+        its ndarray here.  pin keeps the worker from idle eviction;
+        max_memory_mb limits its memory (a job beyond it fails, reason
+        "memory")."""
         sides = []
         for side, arg, single in (("shm_in", shm_in, ("arr_in", "tensor_in")),
                                   ("shm_out", shm_out, ("arr_out", "tensor_out"))):
@@ -639,78 +677,233 @@ class DaemonClient:
             else:
                 sides.append((side, False, [((k,), v, _access(side, v))
                                             for k, v in (arg or {}).items()]))
-        return self._shm_exec(spec, code, sides, python_exe, worker_tag, timeout)
+
+        return self._guard(lambda: self._shm_exec(spec, code, sides, python_exe, worker_tag,
+                                                  timeout, pin, max_memory_mb)[0])
 
     def execute_zero_copy(self, spec, code, input_array, output_shape, output_dtype,
                           python_exe=None, worker_tag=None, pin=False, max_memory_mb=None):
         """omnipkg's array in, array out: the worker sees arr_in/tensor_in and
-        writes arr_out/tensor_out in place.  Returns (output ndarray, reply);
-        raises RuntimeError("Worker Error: ...") when the job fails."""
-        r = self._shm_exec(spec, code, [
-            ("shm_in", True, [(("arr_in", "tensor_in"), input_array, "in")]),
-            ("shm_out", True, [(("arr_out", "tensor_out"),
-                                {"shape": output_shape, "dtype": output_dtype}, "out")])],
-            python_exe, worker_tag, None)
+        writes arr_out/tensor_out in place.  Returns (output ndarray, reply):
+        the output is a view of a pooled shared segment, not a copy.  Raises
+        RuntimeError("Worker Error: ...") when the job or the call fails."""
+        return self._zero_copy(spec, code, input_array, output_shape, output_dtype,
+                               python_exe, worker_tag, pin, max_memory_mb)
+
+    def _zero_copy(self, spec, code, input_array, output_shape, output_dtype, python_exe,
+                   worker_tag, pin, max_memory_mb):
+        try:
+            r, views = self._shm_exec(spec, code, [
+                ("shm_in", True, [(("arr_in", "tensor_in"), input_array, "in")]),
+                ("shm_out", True, [(("arr_out", "tensor_out"),
+                                    {"shape": output_shape, "dtype": output_dtype}, "out")])],
+                python_exe, worker_tag, None, pin, max_memory_mb)
+        except DaemonConnectionError as e:
+            if self.raise_errors:
+                raise
+            r, views = connection_failure(e), {}
         if not r["success"]:
             raise RuntimeError("Worker Error: %s" % r.get("error"))
-        return r["arr_out"], r
+        return views["arr_out"], r
 
     def execute_smart(self, spec, code, data=None, output_shape=None, output_dtype=None,
                       python_exe=None, worker_tag=None, max_memory_mb=None, pin=False):
-        """Picks the transport by data: an ndarray of >= 64 KiB (or one JSON
-        cannot carry exactly, as complex or NaN) goes "SHM" as arr_in, with
-        arr_out of output_shape when given (then `result` is that array);
-        anything else goes "JSON", bound as arr_in (never pasted into
-        source; small ndarrays keep their dtype).  `result` is otherwise the
-        job's result, else its stripped stdout.  -> {"success", "result",
-        "meta" (the reply), "transport"}"""
+        """Picks the transport by data, as omnipkg does:
+          - an ndarray of >= 64 KiB (or one JSON cannot carry exactly, as
+            complex or NaN): "SHM", as execute_zero_copy with arr_in = data
+            and arr_out of output_shape/output_dtype (default: data's);
+            `result` is arr_out; a failure raises RuntimeError.
+          - anything else: "JSON", data bound as arr_in (as a value, never
+            pasted into source; small ndarrays keep their dtype); `result`
+            is the stripped stdout; a failure returns the failed reply.
+          - a CUDA tensor: RuntimeError (no CUDA transport yet).
+        -> {"success", "result", "meta" (the reply), "transport"}"""
+        if getattr(data, "is_cuda", False) is True:
+            raise RuntimeError("execute_smart: CUDA tensors have no transport in this "
+                               "omnipkgd yet; pass data.cpu().numpy()")
         if _is_ndarray(data) and (data.nbytes >= SMART_SHM_BYTES or not _json_exact(data)):
-            sides = [("shm_in", True, [(("arr_in", "tensor_in"), data, "in")])]
-            if output_shape is not None:
-                sides.append(("shm_out", True, [(("arr_out", "tensor_out"), {
-                    "shape": output_shape,
-                    "dtype": data.dtype if output_dtype is None else output_dtype}, "out")]))
-            r = self._shm_exec(spec, code, sides, python_exe, worker_tag, None)
-            transport = "SHM"
-            result = r.get("arr_out") if output_shape is not None else _job_result(r)
-        else:
-            r = self._exec(spec, code, python_exe, None, worker_tag, False,
-                           bind={"arr_in": _to_json(data)})
-            transport = "JSON"
-            result = _job_result(r)
-        return {"success": r["success"], "result": result, "meta": r, "transport": transport}
+            out, r = self._zero_copy(
+                spec, code, data, data.shape if output_shape is None else output_shape,
+                data.dtype if output_dtype is None else output_dtype,
+                python_exe, worker_tag, pin, max_memory_mb)
+            return {"success": True, "result": out, "meta": r, "transport": "SHM"}
+        bind = None if data is None else {"arr_in": _to_json(data)}
+        r = self._guard(self._exec, spec, code, python_exe, None, worker_tag, False,
+                        bind=bind, pin=pin, max_memory_mb=max_memory_mb)
+        if not r["success"]:
+            return r
+        return {"success": True, "result": (r.get("stdout") or "").strip(), "meta": r,
+                "transport": "JSON"}
 
     def run_once(self, spec, code, python_exe=None, worker_tag=None, *, timeout=None):
         """Runs code in a fresh worker that is gone afterwards."""
-        return self._exec(spec, code, python_exe, timeout, worker_tag, True)
+        return self._guard(self._exec, spec, code, python_exe, timeout, worker_tag, True)
 
     def status(self):
-        """The daemon's state (pid, version, uptime, workers, jobs, ...)."""
-        return _with_success(self.call("status"))
+        """omnipkg's status: success, running, workers (a count), stats,
+        worker_details {key: {pid, pkg_spec, python_exe, request_count,
+        last_used, health_failures, pinned, ...}} (key "spec::python" or
+        "spec#tag::python"), memory_percent, idle_pool_info {python: count};
+        and ours beside them (pid, version, uptime, jobs, zygotes, shm...).
+        Never starts a daemon: {"success": False, "running": False,
+        "error": "Daemon not running: ..."} when none answers."""
+        def run():
+            raw = self.call("status", start=False)
+            wk = self.call("workers", start=False)
+            return compose_status(raw, wk)
+        r = self._guard(run)
+        r.setdefault("running", False)
+        return r
 
     def shutdown(self):
         """Asks the daemon to stop; the connection is closed afterwards."""
         try:
-            return _with_success(self.call("shutdown"))
+            return self._guard(lambda: _with_success(self.call("shutdown", start=False)))
         finally:
             self.close()
+
+    def evict_worker(self, spec, python_exe=None, worker_tag=None):
+        """Stops the worker of (spec, python_exe, worker_tag): an idle one now,
+        a busy one when its job ends.  -> {"success", "evicted": its key or
+        None, "pids": [...]}"""
+        def run():
+            r = _with_success(self.call("evict", start=False, spec=spec,
+                                        python=resolve_python_exe(python_exe),
+                                        tag=worker_tag or None))
+            pids = r.get("evicted") or []
+            r["pids"] = pids
+            r["evicted"] = worker_key(spec, worker_tag, python_exe) if pids else None
+            return r
+        return self._guard(run)
+
+    def get_idle_config(self):
+        """{"success", "config": {python path: count}}: the interpreters whose
+        warm zygote is kept started (see set_idle_config)."""
+        return self._guard(lambda: _with_success(self.call("idle_config")))
+
+    def set_idle_config(self, python_exe, count):
+        """count >= 1 keeps python_exe's zygote, a pre-warmed interpreter
+        that forks a worker for any spec in milliseconds, started at all
+        times; 0 lets it start on demand.  One zygote serves any number of
+        workers, so the count is recorded as given."""
+        return self._guard(lambda: _with_success(self.call(
+            "idle_config", python=resolve_python_exe(python_exe), count=int(count))))
+
+    def is_daemon_running(self):
+        """Whether a daemon of ours answers on socket_path (never starts one)."""
+        try:
+            _dial(self.socket_path, 0.5).close()
+            return True
+        except (OSError, DaemonConnectionError):
+            return False
+
+    def start_omnipkg_op(self):
+        """Accepted for omnipkg code; omnipkgd watches no installs."""
+        return {"success": True}
+
+    def end_omnipkg_op(self, installed, removed):
+        return {"success": True}
+
+    def _send(self, req):
+        """omnipkg's low-level request: a dict with "type" ("execute",
+        "status", "shutdown", "evict_worker", "get_idle_config",
+        "set_idle_config", "configure_idle", "start_omnipkg_op",
+        "end_omnipkg_op"), answered as omnipkg's daemon answers it."""
+        if not isinstance(req, dict):
+            return {"success": False, "error": "a request is a dict with \"type\""}
+        t = req.get("type")
+        py = req.get("python_exe")
+        if t == "execute":
+            if not isinstance(req.get("spec"), str) or not isinstance(req.get("code"), str):
+                return {"success": False, "status": "ERROR",
+                        "error": "execute needs \"spec\" and \"code\" strings"}
+            return self.execute_shm(req["spec"], req["code"], req.get("shm_in") or {},
+                                    req.get("shm_out") or {}, py, req.get("worker_tag"),
+                                    bool(req.get("pin")), req.get("max_memory_mb"))
+        if t == "status":
+            return self.status()
+        if t == "shutdown":
+            return self.shutdown()
+        if t == "evict_worker":
+            return self.evict_worker(req.get("spec", ""), py, req.get("worker_tag"))
+        if t == "get_idle_config":
+            return self.get_idle_config()
+        if t in ("set_idle_config", "configure_idle"):
+            if t == "set_idle_config" and not py:
+                return {"success": False, "error": "python_exe required"}
+            return self.set_idle_config(py, req.get("count", 0 if t == "set_idle_config" else 3))
+        if t == "start_omnipkg_op":
+            return self.start_omnipkg_op()
+        if t == "end_omnipkg_op":
+            return self.end_omnipkg_op(req.get("installed", []), req.get("removed", []))
+        return {"success": False, "error": "Unknown type: %s" % (t,)}
 
     # ------------------------------------------------------------ extras
 
     def hello(self):
-        return _with_success(self.call("hello"))
+        return self._guard(lambda: _with_success(self.call("hello")))
 
     def workers(self):
-        return _with_success(self.call("workers"))
+        return self._guard(lambda: _with_success(self.call("workers")))
 
     def pythons(self):
-        return _with_success(self.call("pythons"))
+        return self._guard(lambda: _with_success(self.call("pythons")))
 
     def list_bubbles(self):
-        return _with_success(self.call("list"))
+        return self._guard(lambda: _with_success(self.call("list")))
 
     def shm_list(self):
-        return _with_success(self.call("shm_list"))
+        return self._guard(lambda: _with_success(self.call("shm_list")))
+
+
+class DaemonProxy:
+    """omnipkg's handle on one (spec, python) worker:
+
+        DaemonProxy(client, "numpy==1.26.4").execute("import numpy; print(numpy.__version__)")
+        -> {"success": True, "stdout": "1.26.4\\n", "stderr": "", "locals": ""}
+
+    A failure is {"success": False, "error", "traceback"}."""
+
+    def __init__(self, client, package_spec, python_exe=None):
+        self.client = client
+        self.spec = package_spec
+        self.python_exe = python_exe
+        self.process = "DAEMON_MANAGED"
+
+    def execute(self, code):
+        r = self.client.execute_shm(self.spec, code, shm_in={}, shm_out={},
+                                    python_exe=self.python_exe)
+        if r.get("status") == "COMPLETED":
+            return {"success": True, "stdout": r.get("stdout", ""),
+                    "stderr": r.get("stderr", ""), "locals": r.get("locals", "")}
+        return {"success": False, "error": r.get("error", "Unknown daemon error"),
+                "traceback": r.get("traceback", "")}
+
+    def get_version(self, package_name):
+        """{"success", "version", "path"} of package_name in the worker."""
+        code = ("import json, sys, importlib\n"
+                "try:\n    import importlib.metadata as _m\n"
+                "except ImportError:\n    import importlib_metadata as _m\n"
+                "_mod = importlib.import_module(%r)\n"
+                "sys.stdout.write(json.dumps({'version': _m.version(%r), "
+                "'path': getattr(_mod, '__file__', '') or ''}) + '\\n')\n"
+                % (package_name, package_name))
+        r = self.execute(code)
+        if r.get("success") and r.get("stdout", "").strip():
+            try:
+                d = json.loads(r["stdout"].strip().splitlines()[-1])
+                return {"success": True, "version": d.get("version", "unknown"),
+                        "path": d.get("path", "daemon")}
+            except ValueError:
+                pass
+        return {"success": False, "error": r.get("error", "parse error")}
+
+    def shutdown(self):
+        """Stops this proxy's worker (idle now, busy after its job)."""
+        try:
+            self.client.evict_worker(self.spec, self.python_exe)
+        except DaemonConnectionError:
+            pass
 
 
 def _is_ndarray(x):
@@ -788,32 +981,152 @@ def _jsonable(x):
 _DROP = object()
 
 
-def _job_result(r):
-    """omnipkg's `result` of execute_smart: the job's, else its stripped stdout."""
-    return r["result"] if "result" in r else (r.get("stdout") or "").strip()
-
-
 def _with_success(raw):
     out = dict(raw)
     out.pop("v", None)
+    out.pop("id", None)
     out["success"] = bool(out.get("ok"))
     return out
 
 
 def to_omnipkg_reply(raw):
-    """A daemon exec reply in omnipkg's shape: "success", "stdout", "stderr",
-    on failure "error" and "traceback", the keys of a dict `result` at the top
-    level (those that do not collide with a reply field), the raw value under
-    "result", and every other field of ours (worker_pid, duration, reason...)."""
-    out = _with_success(raw)
-    out.setdefault("stdout", "")
-    out.setdefault("stderr", "")
-    if not out["success"]:
-        out.setdefault("error", "unknown error")
-        out.setdefault("traceback", "")
-    res = out.get("result")
+    """A daemon exec reply in omnipkg's shape: the keys of a dict `result`
+    first, then "success", "status" ("COMPLETED" or "ERROR"), "task_id",
+    "stdout", "stderr", on failure "error" and "traceback", and our fields
+    (job_result: the job's `result` of any type, worker_pid, duration,
+    reason, spec, python...).  A `result` key that is not the user's own
+    never appears."""
+    out = {}
+    res = raw.get("result")
     if isinstance(res, dict):
         for k, v in res.items():
             if k not in _REPLY_FIELDS:
                 out[k] = v
+    for k, v in raw.items():
+        if k not in ("v", "id", "result"):
+            out[k] = v
+    if "result" in raw:
+        out["job_result"] = res
+    ok = bool(raw.get("ok"))
+    out["success"] = ok
+    out["status"] = "COMPLETED" if ok else "ERROR"
+    out["task_id"] = "%s-%s" % (raw.get("spec") or "job", raw.get("id"))
+    out.setdefault("stdout", "")
+    out.setdefault("stderr", "")
+    if not ok:
+        out.setdefault("error", "unknown error")
+        out.setdefault("traceback", "")
     return out
+
+
+def connection_failure(e):
+    """omnipkg's reply when the daemon cannot be used: it never raises."""
+    if isinstance(e, DaemonNotRunning):
+        err = "Daemon not running: %s" % e
+    elif isinstance(e, DaemonStartError):
+        err = "Failed to auto-start daemon: %s" % e
+    else:
+        err = "Communication error: %s" % e
+    return {"success": False, "ok": False, "status": "ERROR", "error": err,
+            "exception": type(e).__name__, "stdout": "", "stderr": "", "traceback": ""}
+
+
+def resolve_python_exe(python_exe):
+    """What a request names as its interpreter: python_exe as given (a path,
+    "3.11", "py311", "python3.11"; the daemon resolves it), or for None and
+    "" this process's own interpreter, as omnipkg does (a venv's python,
+    which the daemon runs with that venv's site-packages).  None when this
+    process has no executable to name (then the daemon's default)."""
+    if python_exe:
+        return os.fspath(python_exe)
+    return sys.executable or None
+
+
+def worker_key(spec, tag, python_exe):
+    """omnipkg's name of a worker: "spec::python" or "spec#tag::python"."""
+    return "%s%s::%s" % (spec, "#" + tag if tag else "", resolve_python_exe(python_exe) or "")
+
+
+def _memory_percent():
+    """Memory in use on this machine, in percent (psutil's virtual_memory()
+    .percent); -1 when /proc/meminfo cannot be read."""
+    try:
+        info = {}
+        with open("/proc/meminfo") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                info[k] = int(v.split()[0])
+        total = info["MemTotal"]
+        return round(100.0 * (total - info["MemAvailable"]) / total, 1)
+    except (OSError, KeyError, ValueError, IndexError, ZeroDivisionError):
+        return -1
+
+
+def compose_status(raw, workers):
+    """omnipkg's status dict from our status and workers replies."""
+    out = _with_success(raw)
+    now = time.time()
+    details = {}
+    for w in workers.get("workers") or []:
+        last = w.get("last_used")
+        if not isinstance(last, (int, float)):
+            last = now - float(w.get("idle_s") or 0)
+        details[worker_key(w.get("spec", ""), w.get("tag"), w.get("python"))] = {
+            "pid": w.get("pid"),
+            "pkg_spec": w.get("spec"),
+            "python_exe": w.get("python"),
+            "worker_tag": w.get("tag") or None,
+            "request_count": w.get("jobs", 0),
+            "last_used": last,
+            "health_failures": 0,
+            "pinned": bool(w.get("pinned", False)),
+            "memory_mb": round((w.get("rss_kb") or 0) / 1024.0, 1),
+            "max_memory_mb": w.get("max_memory_mb") or None,
+            "state": w.get("state"),
+        }
+    jobs = int(raw.get("jobs") or 0)
+    started = int(raw.get("workers_started") or 0)
+    out.update(
+        running=bool(raw.get("ok")),
+        workers=len(details) if "workers" not in raw else raw["workers"],
+        stats={"total_requests": jobs,
+               "cache_hits": max(0, jobs - started),   # jobs a running worker took
+               "workers_created": started,
+               "errors": int(raw.get("jobs_failed") or 0)},
+        worker_details=details,
+        memory_percent=_memory_percent(),
+        idle_pool_info={py: (v.get("count", 0) if isinstance(v, dict) else v)
+                        for py, v in (raw.get("idle_pool") or {}).items()})
+    return out
+
+
+def _posix_shm_path(name):
+    """/dev/shm/<name> when name is a POSIX shared memory block of this
+    user's (as multiprocessing.shared_memory names them), else None."""
+    if not isinstance(name, str) or not name or "/" in name.lstrip("/") or name in (".", ".."):
+        return None
+    path = os.path.join("/dev/shm", name.lstrip("/"))
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+        return None
+    return path
+
+
+def _posix_shm_view(path, desc, keep):
+    """A numpy view of the POSIX shared memory block at path, shaped as
+    descriptor desc says; its mapping stays in keep for the call."""
+    import mmap
+    np = _shm.np()
+    shape = desc["shape"]
+    shape = (int(shape),) if isinstance(shape, int) else tuple(int(x) for x in shape)
+    dt = np.dtype(desc["dtype"])
+    fd = os.open(path, os.O_RDWR)
+    try:
+        m = mmap.mmap(fd, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+    keep.append(m)
+    return np.ndarray(shape, dtype=dt, buffer=m, offset=int(desc.get("offset") or 0))
