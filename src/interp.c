@@ -218,13 +218,56 @@ int interp_probe(const char *path, struct interp *out)
 	return interp_probe_parse(path, buf, st, out);
 }
 
-/* Index of the entry whose real path is real, or -1. */
+int interp_is_venv(const char *path)
+{
+	char dir[PATH_MAX], cfg[PATH_MAX + 16], *slash;
+	struct stat st;
+
+	if (path[0] != '/' || snprintf(dir, sizeof(dir), "%s", path) >= (int)sizeof(dir))
+		return 0;
+	/* <dir>/pyvenv.cfg, then its parent's: taken lexically from the path
+	 * as given, the way CPython looks for it at start-up. */
+	for (int up = 0; up < 2; up++) {
+		if (!(slash = strrchr(dir, '/')))
+			return 0;
+		*slash = '\0';
+		snprintf(cfg, sizeof(cfg), "%s/pyvenv.cfg", dir);
+		if (stat(cfg, &st) == 0 && S_ISREG(st.st_mode))
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * Index of the entry that is the same interpreter as path (whose real
+ * path is real), or -1.  A venv's python is itself: it matches only an
+ * entry with the same path, and never matches the interpreter it links to.
+ */
+static int interp_find_same(const struct interp_set *set, const char *path, const char *real)
+{
+	int venv = interp_is_venv(path);
+	char r[PATH_MAX];
+
+	for (size_t i = 0; i < set->n; i++) {
+		const char *p = set->v[i].path;
+
+		if (interp_is_venv(p)) {
+			if (venv && strcmp(p, path) == 0)
+				return (int)i;
+		} else if (!venv && realpath(p, r) && strcmp(r, real) == 0) {
+			return (int)i;
+		}
+	}
+	return -1;
+}
+
+/* Index of the entry that is not a venv and whose real path is real, or -1. */
 static int interp_find_real(const struct interp_set *set, const char *real)
 {
 	char r[PATH_MAX];
 
 	for (size_t i = 0; i < set->n; i++)
-		if (realpath(set->v[i].path, r) && strcmp(r, real) == 0)
+		if (!interp_is_venv(set->v[i].path) && realpath(set->v[i].path, r) && strcmp(r, real) == 0)
 			return (int)i;
 	return -1;
 }
@@ -237,7 +280,7 @@ static int interp_add_idx(struct interp_set *set, const struct interp *it)
 
 	if (!realpath(it->path, real))
 		return -errno;
-	if ((idx = interp_find_real(set, real)) >= 0)
+	if ((idx = interp_find_same(set, it->path, real)) >= 0)
 		return idx;
 	if (set->n == set->cap) {
 		size_t cap = set->cap ? set->cap * 2 : 8;
@@ -268,7 +311,7 @@ static int interp_add_probed(struct interp_set *set, const char *path, int sourc
 
 	if (!realpath(path, real))
 		return -errno;
-	if ((rc = interp_find_real(set, real)) >= 0)
+	if ((rc = interp_find_same(set, path, real)) >= 0)
 		return rc;
 	if ((rc = interp_probe(path, &it)) < 0)
 		return rc;
@@ -408,7 +451,7 @@ int interp_discover(struct interp_set *set, const char *const *config_paths, siz
 		int rc = interp_resolve(set, default_name, &it, NULL, 0);
 
 		if (rc == 0 && realpath(it.path, real)) {
-			rc = interp_find_real(set, real);
+			rc = interp_find_same(set, it.path, real);
 			if (rc < 0)
 				rc = interp_add_idx(set, &it);
 			set->default_idx = rc < 0 ? -1 : rc;
@@ -470,6 +513,11 @@ static int interp_resolve_path(const struct interp_set *set, const char *want, s
 		return errmsg_set(-ENOENT, err, errlen, "python %s: %s", want, strerror(errno));
 	if ((rc = interp_find_real(set, real)) >= 0) {
 		*out = set->v[rc];
+		/* A venv's python: a known interpreter in an environment of its own. */
+		if (interp_is_venv(want)) {
+			snprintf(out->path, sizeof(out->path), "%s", want);
+			out->source = INTERP_EXPLICIT;
+		}
 		return 0;
 	}
 	if (!may_probe)

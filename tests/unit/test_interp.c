@@ -391,6 +391,142 @@ static void test_dedup_realpath(void)
 	interp_set_free(&set);
 }
 
+/* <tmp>/<rel>/bin/python -> target, with pyvenv.cfg in <rel> (or in <rel>/bin). */
+static void fake_venv(const char *rel, const char *target, int cfg_in_bin, char *py, size_t n)
+{
+	char bin[PATH_MAX], cfg[PATH_MAX + 16];
+	FILE *f;
+
+	fmt(cfg, sizeof(cfg), "%s/bin", rel);
+	mkpath(cfg, bin);
+	fmt(py, n, "%s/python", bin);
+	CU_ASSERT_EQUAL_FATAL(symlink(target, py), 0);
+	if (cfg_in_bin)
+		fmt(cfg, sizeof(cfg), "%s/pyvenv.cfg", bin);
+	else
+		fmt(cfg, sizeof(cfg), "%s/%s/pyvenv.cfg", tmp, rel);
+	f = fopen(cfg, "w");
+	CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+	fputs("home = /somewhere\ninclude-system-site-packages = false\n", f);
+	fclose(f);
+}
+
+static void test_venv(void)
+{
+	struct interp_set set = { 0 };
+	struct interp it;
+	char root[PATH_MAX], base[PATH_MAX + 32], venv[PATH_MAX], venv2[PATH_MAX], plain[PATH_MAX];
+	char venv3[PATH_MAX], dir[PATH_MAX], err[512];
+
+	mkpath("venv/pyenv", root);
+	fake_pyenv("venv/pyenv", "3.11.2", 0);
+	fmt(base, sizeof(base), "%s/versions/3.11.2/bin/python", root);
+	CU_ASSERT_EQUAL_FATAL(interp_discover(&set, NULL, 0, root, NULL, NULL), 1);
+
+	/* A venv of a discovered interpreter: its own path, the base's version. */
+	fake_venv("venv/env1", base, 0, venv, sizeof(venv));
+	CU_ASSERT(interp_is_venv(venv));
+	CU_ASSERT(!interp_is_venv(base));
+	CU_ASSERT_EQUAL(interp_lookup(&set, venv, &it, err, sizeof(err)), 0);
+	CU_ASSERT_STRING_EQUAL(it.path, venv);
+	CU_ASSERT_STRING_EQUAL(it.version, "3.11.2");
+	CU_ASSERT_STRING_EQUAL(it.tag, "cp311");
+	CU_ASSERT_EQUAL(it.source, INTERP_EXPLICIT);
+	CU_ASSERT_EQUAL(interp_resolve(&set, venv, &it, err, sizeof(err)), 0);
+	CU_ASSERT_STRING_EQUAL(it.path, venv);
+
+	/* pyvenv.cfg next to the binary counts too. */
+	fake_venv("venv/env2", base, 1, venv2, sizeof(venv2));
+	CU_ASSERT_EQUAL(interp_lookup(&set, venv2, &it, err, sizeof(err)), 0);
+	CU_ASSERT_STRING_EQUAL(it.path, venv2);
+	CU_ASSERT_EQUAL(it.source, INTERP_EXPLICIT);
+
+	/* A plain symlink (no pyvenv.cfg) is still the interpreter it links to. */
+	mkpath("venv/plain", dir);
+	fmt(plain, sizeof(plain), "%s/python", dir);
+	CU_ASSERT_EQUAL_FATAL(symlink(base, plain), 0);
+	CU_ASSERT(!interp_is_venv(plain));
+	CU_ASSERT_EQUAL(interp_lookup(&set, plain, &it, err, sizeof(err)), 0);
+	CU_ASSERT_STRING_EQUAL(it.path, base);
+	CU_ASSERT_EQUAL(it.source, INTERP_PYENV);
+
+	/* A venv of an interpreter not discovered: probed, keeping its path. */
+	fake_venv("venv/env3", real_py, 0, venv3, sizeof(venv3));
+	CU_ASSERT_EQUAL(interp_lookup(&set, venv3, &it, err, sizeof(err)), -EAGAIN);
+	CU_ASSERT_EQUAL(interp_resolve(&set, venv3, &it, err, sizeof(err)), 0);
+	CU_ASSERT_STRING_EQUAL(it.path, venv3);
+	CU_ASSERT_STRING_EQUAL(it.version, real_ver);
+	CU_ASSERT_EQUAL(it.source, INTERP_EXPLICIT);
+
+	/* Added to a set, a venv stays apart from its base, once. */
+	CU_ASSERT_EQUAL(interp_lookup(&set, venv, &it, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(interp_add(&set, &it), 0);
+	CU_ASSERT_EQUAL(set.n, 2);
+	CU_ASSERT_EQUAL(interp_add(&set, &it), 0);
+	CU_ASSERT_EQUAL(set.n, 2);
+	CU_ASSERT_EQUAL(interp_lookup(&set, base, &it, err, sizeof(err)), 0);
+	CU_ASSERT_STRING_EQUAL(it.path, base);
+	CU_ASSERT_EQUAL(interp_lookup(&set, plain, &it, err, sizeof(err)), 0);
+	CU_ASSERT_STRING_EQUAL(it.path, base);
+	CU_ASSERT_EQUAL(interp_lookup(&set, venv2, &it, err, sizeof(err)), 0);
+	CU_ASSERT_STRING_EQUAL(it.path, venv2);
+	/* The short name still means the discovered base. */
+	CU_ASSERT_EQUAL(interp_lookup(&set, "3.11", &it, err, sizeof(err)), 0);
+	CU_ASSERT_STRING_EQUAL(it.path, base);
+	CU_ASSERT(interp_is_short_target(&set, 0));
+	CU_ASSERT(!interp_is_short_target(&set, 1));
+	interp_set_free(&set);
+}
+
+/* Venvs among the sources: in config, on PATH, as the default. */
+static void test_venv_discovery(void)
+{
+	struct interp_set set = { 0 };
+	struct interp it;
+	char root[PATH_MAX], base[PATH_MAX + 32], venv[PATH_MAX], bin[PATH_MAX], err[512];
+	char py3[PATH_MAX + 16], v[32];
+	const char *cfg[1];
+
+	mkpath("vdisc/pyenv", root);
+	fmt(v, sizeof(v), "%d.%d.%d", real_major, real_minor, real_micro + 7);
+	fake_pyenv("vdisc/pyenv", v, 0);
+	fmt(base, sizeof(base), "%s/versions/%s/bin/python", root, v);
+	fake_venv("vdisc/env", base, 0, venv, sizeof(venv));
+
+	/* A configured venv does not swallow the pyenv entry it links to. */
+	cfg[0] = venv;
+	CU_ASSERT_EQUAL_FATAL(interp_discover(&set, cfg, 1, root, NULL, NULL), 2);
+	CU_ASSERT_STRING_EQUAL(set.v[0].path, venv);
+	CU_ASSERT_EQUAL(set.v[0].source, INTERP_CONFIG);
+	CU_ASSERT_STRING_EQUAL(set.v[1].path, base);
+	CU_ASSERT_EQUAL(set.v[1].source, INTERP_PYENV);
+	CU_ASSERT_EQUAL(interp_lookup(&set, base, &it, err, sizeof(err)), 0);
+	CU_ASSERT_STRING_EQUAL(it.path, base);
+	CU_ASSERT_EQUAL(interp_lookup(&set, venv, &it, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(it.source, INTERP_CONFIG);
+	interp_set_free(&set);
+
+	/* A venv's python3 first on PATH is the default, apart from its base. */
+	memset(&set, 0, sizeof(set));
+	fmt(bin, sizeof(bin), "%s/vdisc/env/bin", tmp);
+	fmt(py3, sizeof(py3), "%s/python3", bin);
+	CU_ASSERT_EQUAL_FATAL(symlink(base, py3), 0);
+	CU_ASSERT_EQUAL_FATAL(interp_discover(&set, NULL, 0, root, bin, NULL), 2);
+	CU_ASSERT_EQUAL_FATAL(set.default_idx, 1);
+	CU_ASSERT_STRING_EQUAL(set.v[1].path, py3);
+	CU_ASSERT_EQUAL(set.v[1].source, INTERP_PATH);
+	interp_set_free(&set);
+
+	/* A default named by a venv path is that venv, not its base. */
+	memset(&set, 0, sizeof(set));
+	CU_ASSERT_EQUAL_FATAL(interp_discover(&set, NULL, 0, root, NULL, venv), 2);
+	CU_ASSERT_EQUAL_FATAL(set.default_idx, 1);
+	CU_ASSERT_STRING_EQUAL(set.v[1].path, venv);
+	CU_ASSERT_EQUAL(interp_resolve(&set, NULL, &it, err, sizeof(err)), 0);
+	CU_ASSERT_STRING_EQUAL(it.path, venv);
+	interp_set_free(&set);
+}
+
 static void test_empty_set(void)
 {
 	struct interp_set set = { 0 };
@@ -420,6 +556,8 @@ int main(void)
 	CU_add_test(s, "absolute path", test_absolute_path);
 	CU_add_test(s, "precedence config > pyenv > PATH", test_precedence);
 	CU_add_test(s, "de-dup by real path", test_dedup_realpath);
+	CU_add_test(s, "venv python is its own interpreter", test_venv);
+	CU_add_test(s, "venvs in config, on PATH, as default", test_venv_discovery);
 	CU_add_test(s, "empty set", test_empty_set);
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	CU_basic_run_tests();
