@@ -59,6 +59,39 @@ int interp_parse_version(const char *s, int *major, int *minor, int *micro)
 	return n;
 }
 
+int interp_parse_name(const char *s, int *major, int *minor, int *micro)
+{
+	int ma = 3, mi = -1, mc = -1, parts = 1;
+	size_t n;
+
+	if (!s)
+		return -EINVAL;
+	if (strcmp(s, "python3") == 0) {
+		/* the newest 3.x: parts stays 1 */
+	} else if (strncmp(s, "python", 6) == 0) {
+		if ((parts = interp_parse_version(s + 6, &ma, &mi, &mc)) != 2)
+			return -EINVAL;
+	} else if (strncmp(s, "py", 2) == 0) {
+		/* pyXY: a one-digit major, then a minor of one or two digits */
+		s += 2;
+		n = strspn(s, "0123456789");
+		if (s[n] || n < 2 || n > 3 || s[0] == '0' || (n == 3 && s[1] == '0'))
+			return -EINVAL;
+		ma = s[0] - '0';
+		mi = atoi(s + 1);
+		parts = 2;
+	} else if ((parts = interp_parse_version(s, &ma, &mi, &mc)) < 0) {
+		return -EINVAL;
+	}
+	if (major)
+		*major = ma;
+	if (minor)
+		*minor = mi;
+	if (micro)
+		*micro = mc;
+	return parts;
+}
+
 static void interp_fill(struct interp *it, const char *path, int major, int minor, int micro,
 			int source)
 {
@@ -555,13 +588,17 @@ static int interp_find(const struct interp_set *set, const char *want, struct in
 	if (want[0] == '/')
 		return interp_resolve_path(set, want, out, err, errlen, may_probe);
 
-	parts = interp_parse_version(want, &major, &minor, &micro);
+	parts = interp_parse_name(want, &major, &minor, &micro);
 	if (parts < 0) {
 		interp_available(set, avail, sizeof(avail));
 		return errmsg_set(-EINVAL, err, errlen,
-				   "bad python '%.64s': give 3.11, 3.11.7 or an absolute path (available: %s)",
-				   want, avail);
+				   "bad python '%.64s': give 3.11, 3.11.7, py311, python3.11, python3 "
+				   "or an absolute path (available: %s)", want, avail);
 	}
+	if (parts == 1)   /* the newest minor of that major, then as "X.Y" */
+		for (size_t i = 0; i < set->n; i++)
+			if (set->v[i].major == major && set->v[i].minor > minor)
+				minor = set->v[i].minor;
 	for (size_t i = 0; i < set->n; i++) {
 		const struct interp *c = &set->v[i];
 

@@ -5,9 +5,9 @@
  * paths, then $PYENV_ROOT/versions/<v>/bin/python, then python3 and
  * python3.N on PATH (real ELF binaries only: pyenv shims are skipped).
  * Entries are de-duplicated by real path, first source wins (a venv's
- * python, below, by its path).  Python 2 is
- * skipped (the worker runtime is Python 3), and so is a configured path
- * that does not run as an interpreter.
+ * python, below, by its path).  Python 2 is skipped (the worker runtime is
+ * Python 3), and so is a configured path that does not run as an
+ * interpreter.
  *
  * A virtual environment's python (a path whose directory or that
  * directory's parent holds pyvenv.cfg, as <venv>/bin/python) is an
@@ -18,12 +18,18 @@
  * are two interpreters.
  *
  * A request names an interpreter as
- *   "3.11"            the highest-precedence entry of that minor version;
- *                     within a source, the highest micro
- *   "3.11.7"          exactly that version
- *   an absolute path  that interpreter (probed if not discovered; a venv's
- *                     python as above, with the version and tag of the
- *                     interpreter it runs)
+ *   "3.11", "py311", "python3.11"  the highest-precedence entry of that
+ *                                  minor version; within a source, the
+ *                                  highest micro ("pyXY": a one-digit
+ *                                  major, then a minor of one or two digits)
+ *   "3.11.7"                       exactly that version
+ *   "python3"                      the newest 3.x minor discovered, then
+ *                                  chosen as "3.X" is
+ *   an absolute path               that interpreter (probed if not
+ *                                  discovered; a venv's python as above,
+ *                                  with the version and tag of the
+ *                                  interpreter it runs)
+ * Anything else is refused, naming these forms and what is available.
  * NULL or "" means the default: the config's "default_python", else the
  * first python3 on PATH, else the newest discovered.
  */
@@ -80,6 +86,11 @@ int interp_check_probed(const struct interp *it, char *err, size_t errlen);
 /* Parses "3.11" or "3.11.7" into parts; returns the number of parts (2 or 3) or -EINVAL.
  * *micro is -1 for two parts.  Any of the out pointers may be NULL. */
 int interp_parse_version(const char *s, int *major, int *minor, int *micro);
+
+/* Parses a name that is not a path ("3.11", "3.11.7", "py311",
+ * "python3.11", "python3"; see above) into parts: returns 1 for "python3"
+ * (*minor is -1), else as interp_parse_version; -EINVAL for any other. */
+int interp_parse_name(const char *s, int *major, int *minor, int *micro);
 
 /* Is path (absolute) a virtual environment's python (see above)? */
 int interp_is_venv(const char *path);
