@@ -71,7 +71,7 @@ static void parse_spec(const char *s, struct spec *out)
 
 static void test_path(void)
 {
-	struct spec_item it = { "numpy", "1.26.4" };
+	struct spec_item it = { .name = "numpy", .version = "1.26.4" };
 	char buf[256], small[16];
 
 	CU_ASSERT_EQUAL(bubble_path("/h", "cp311", &it, buf, sizeof(buf)), 0);
