@@ -271,36 +271,25 @@ int interp_is_venv(const char *path)
 	return 0;
 }
 
-/*
- * Index of the entry that is the same interpreter as path (whose real
- * path is real), or -1.  A venv's python is itself: it matches only an
- * entry with the same path, and never matches the interpreter it links to.
- */
-static int interp_find_same(const struct interp_set *set, const char *path, const char *real)
-{
-	int venv = interp_is_venv(path);
-	char r[PATH_MAX];
-
-	for (size_t i = 0; i < set->n; i++) {
-		const char *p = set->v[i].path;
-
-		if (interp_is_venv(p)) {
-			if (venv && strcmp(p, path) == 0)
-				return (int)i;
-		} else if (!venv && realpath(p, r) && strcmp(r, real) == 0) {
-			return (int)i;
-		}
-	}
-	return -1;
-}
-
-/* Index of the entry that is not a venv and whose real path is real, or -1. */
+/* Index of the entry that is not a venv's python and whose real path is real, or -1. */
 static int interp_find_real(const struct interp_set *set, const char *real)
 {
 	char r[PATH_MAX];
 
 	for (size_t i = 0; i < set->n; i++)
 		if (!interp_is_venv(set->v[i].path) && realpath(set->v[i].path, r) && strcmp(r, real) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* Index of the entry that is the same interpreter as path (whose real path
+ * is real), or -1: a venv's python is only ever the entry of its own path. */
+static int interp_find_same(const struct interp_set *set, const char *path, const char *real)
+{
+	if (!interp_is_venv(path))
+		return interp_find_real(set, real);
+	for (size_t i = 0; i < set->n; i++)
+		if (strcmp(set->v[i].path, path) == 0)
 			return (int)i;
 	return -1;
 }

@@ -124,22 +124,19 @@ static const struct {
 	{ "post", 1, 0 }, { "rev", 1, 0 }, { "r", 1, 0 }, { "dev", 2, 0 },
 };
 
-/* Reads a number at *s: the count of digits (0: none, *out = 0), or -1
- * for more digits than fit. */
+/* Reads a number at *s into *out: the count of digits (0: none, *out is
+ * 0), or -1 for more digits than fit. */
 static int spec_ver_num(const char **s, unsigned long long *out)
 {
-	const char *p = *s;
-	unsigned long long v = 0;
+	int digits = 0;
 
-	while (spec_is_digit(*p)) {
-		if (p - *s == SPEC_NUM_DIGITS)
+	*out = 0;
+	while (spec_is_digit(**s)) {
+		if (++digits > SPEC_NUM_DIGITS)
 			return -1;
-		v = v * 10 + (unsigned long long)(*p++ - '0');
+		*out = *out * 10 + (unsigned long long)(*(*s)++ - '0');
 	}
-	*out = v;
-	v = (unsigned long long)(p - *s);
-	*s = p;
-	return (int)v;
+	return digits;
 }
 
 static int spec_ver_parse(const char *s, struct spec_ver *v)
