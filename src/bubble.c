@@ -22,11 +22,17 @@
 #include "errmsg.h"
 #include "paths.h"
 
-int bubble_path(const char *home, const char *tag, const struct spec_item *it, char *buf, size_t n)
+static int bubble_dir(const char *home, const char *tag, const char *name, const char *version,
+		      char *buf, size_t n)
 {
-	int len = snprintf(buf, n, "%s/bubbles/%s/%s-%s", home, tag, it->name, it->version);
+	int len = snprintf(buf, n, "%s/bubbles/%s/%s-%s", home, tag, name, version);
 
 	return len < 0 || (size_t)len >= n ? -ENAMETOOLONG : 0;
+}
+
+int bubble_path(const char *home, const char *tag, const struct spec_item *it, char *buf, size_t n)
+{
+	return bubble_dir(home, tag, it->name, it->version, buf, n);
 }
 
 static int bubble_is_dir(const char *path)
@@ -36,22 +42,85 @@ static int bubble_is_dir(const char *path)
 	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+/* The newest bubble under <home>/bubbles/<tag> that unpinned item it
+ * allows: its version into best.  1, 0 for none, or -errno. */
+static int bubble_newest(const char *home, const char *tag, const struct spec_item *it,
+			 char best[SPEC_VERSION_MAX + 1])
+{
+	char dir[4096], path[4096];
+	size_t nlen = strlen(it->name);
+	struct dirent *de;
+	int found = 0, c;
+	DIR *d;
+
+	if (snprintf(dir, sizeof(dir), "%s/bubbles/%s", home, tag) >= (int)sizeof(dir))
+		return -ENAMETOOLONG;
+	if (!(d = opendir(dir)))
+		return errno == ENOENT || errno == ENOTDIR ? 0 : -errno;
+	while ((de = readdir(d))) {
+		const char *v = de->d_name + nlen + 1;
+
+		/* "<name>-<version>": hidden install dirs start with '.', and
+		 * "numpy-financial-1.0" is no version of numpy. */
+		if (strncmp(de->d_name, it->name, nlen) != 0 || de->d_name[nlen] != '-' ||
+		    !spec_item_allows(it, v))
+			continue;
+		/* Of two equal versions ("2.0", "2.0.0"), the first name by strcmp. */
+		if (found && ((c = spec_version_cmp(v, best)) < 0 || (c == 0 && strcmp(v, best) >= 0)))
+			continue;
+		if (snprintf(path, sizeof(path), "%s/%s", dir, de->d_name) >= (int)sizeof(path) ||
+		    !bubble_is_dir(path))
+			continue;
+		snprintf(best, SPEC_VERSION_MAX + 1, "%s", v);
+		found = 1;
+	}
+	closedir(d);
+	return found;
+}
+
+int bubble_resolve_spec(const char *home, const struct interp *py, const struct spec *s,
+			struct spec *resolved, char paths[][4096], char *err, size_t errlen)
+{
+	char text[SPEC_MAX_ITEMS * (SPEC_NAME_MAX + SPEC_VERSION_MAX + 3) + 8], why[256];
+	size_t o = 0;
+	int n = 0, rc;
+
+	strcpy(text, "base");
+	for (int i = 0; i < s->n; i++) {
+		const struct spec_item *it = &s->items[i];
+		char version[SPEC_VERSION_MAX + 1] = "";
+
+		if (it->version[0]) {
+			snprintf(version, sizeof(version), "%s", it->version);
+		} else if ((rc = bubble_newest(home, py->tag, it, version)) < 0) {
+			return errmsg_set(rc, err, errlen, "cannot look for bubbles of %s for python %d.%d (%s): %s",
+					   it->name, py->major, py->minor, py->tag, strerror(-rc));
+		}
+		if (version[0]) {
+			if (bubble_dir(home, py->tag, it->name, version, paths[n], 4096) < 0)
+				return errmsg_set(-ENAMETOOLONG, err, errlen, "bubble path for %s==%s is too long",
+						   it->name, version);
+			if (!bubble_is_dir(paths[n]))
+				return errmsg_set(-ENOENT, err, errlen,
+						   "no bubble %s==%s for python %d.%d (%s): run `omnipkg install %s==%s --python %d.%d`",
+						   it->name, version, py->major, py->minor, py->tag,
+						   it->name, version, py->major, py->minor);
+			n++;
+		}
+		o += (size_t)snprintf(text + o, sizeof(text) - o, "%s%s%s%s", i ? "," : "", it->name,
+				      version[0] ? "==" : "", version);
+	}
+	/* Parsed again, so each byte taken from a directory name is checked
+	 * like any spec's before it becomes a worker key. */
+	if (resolved && (rc = spec_parse(text, strlen(text), resolved, why, sizeof(why))) < 0)
+		return errmsg_set(rc, err, errlen, "resolved spec %.64s...: %s", text, why);
+	return n;
+}
+
 int bubble_resolve(const char *home, const struct interp *py, const struct spec *s,
 		   char paths[][4096], char *err, size_t errlen)
 {
-	for (int i = 0; i < s->n; i++) {
-		const struct spec_item *it = &s->items[i];
-
-		if (bubble_path(home, py->tag, it, paths[i], 4096) < 0)
-			return errmsg_set(-ENAMETOOLONG, err, errlen, "bubble path for %s==%s is too long",
-					   it->name, it->version);
-		if (!bubble_is_dir(paths[i]))
-			return errmsg_set(-ENOENT, err, errlen,
-					   "no bubble %s==%s for python %d.%d (%s): run `omnipkg install %s==%s --python %d.%d`",
-					   it->name, it->version, py->major, py->minor, py->tag,
-					   it->name, it->version, py->major, py->minor);
-	}
-	return s->n;
+	return bubble_resolve_spec(home, py, s, NULL, paths, err, errlen);
 }
 
 static int bubble_rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -166,6 +235,15 @@ static int bubble_install_one(const char *home, const struct interp *py, const s
 int bubble_install(const char *home, const struct interp *py, const struct spec *s,
 		   int quiet, char *err, size_t errlen)
 {
+	for (int i = 0; i < s->n; i++) {
+		char item[SPEC_MAX_LEN];
+
+		if (s->items[i].version[0])
+			continue;
+		spec_item_str(&s->items[i], item, sizeof(item));
+		return errmsg_set(-EINVAL, err, errlen,
+				   "install needs exact pins: '%s' is not 'name==version'", item);
+	}
 	/* An exec failure in the child would only show as exit status 127. */
 	if (s->n && access(py->path, X_OK) < 0)
 		return errmsg_set(-errno, err, errlen, "cannot run python %s: %s", py->path,

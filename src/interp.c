@@ -59,6 +59,39 @@ int interp_parse_version(const char *s, int *major, int *minor, int *micro)
 	return n;
 }
 
+int interp_parse_name(const char *s, int *major, int *minor, int *micro)
+{
+	int ma = 3, mi = -1, mc = -1, parts = 1;
+	size_t n;
+
+	if (!s)
+		return -EINVAL;
+	if (strcmp(s, "python3") == 0) {
+		/* the newest 3.x: parts stays 1 */
+	} else if (strncmp(s, "python", 6) == 0) {
+		if ((parts = interp_parse_version(s + 6, &ma, &mi, &mc)) != 2)
+			return -EINVAL;
+	} else if (strncmp(s, "py", 2) == 0) {
+		/* pyXY: a one-digit major, then a minor of one or two digits */
+		s += 2;
+		n = strspn(s, "0123456789");
+		if (s[n] || n < 2 || n > 3 || s[0] == '0' || (n == 3 && s[1] == '0'))
+			return -EINVAL;
+		ma = s[0] - '0';
+		mi = atoi(s + 1);
+		parts = 2;
+	} else if ((parts = interp_parse_version(s, &ma, &mi, &mc)) < 0) {
+		return -EINVAL;
+	}
+	if (major)
+		*major = ma;
+	if (minor)
+		*minor = mi;
+	if (micro)
+		*micro = mc;
+	return parts;
+}
+
 static void interp_fill(struct interp *it, const char *path, int major, int minor, int micro,
 			int source)
 {
@@ -218,13 +251,45 @@ int interp_probe(const char *path, struct interp *out)
 	return interp_probe_parse(path, buf, st, out);
 }
 
-/* Index of the entry whose real path is real, or -1. */
+int interp_is_venv(const char *path)
+{
+	char dir[PATH_MAX], cfg[PATH_MAX + 16], *slash;
+	struct stat st;
+
+	if (path[0] != '/' || snprintf(dir, sizeof(dir), "%s", path) >= (int)sizeof(dir))
+		return 0;
+	/* <dir>/pyvenv.cfg, then its parent's: taken lexically from the path
+	 * as given, the way CPython looks for it at start-up. */
+	for (int up = 0; up < 2; up++) {
+		if (!(slash = strrchr(dir, '/')))
+			return 0;
+		*slash = '\0';
+		snprintf(cfg, sizeof(cfg), "%s/pyvenv.cfg", dir);
+		if (stat(cfg, &st) == 0 && S_ISREG(st.st_mode))
+			return 1;
+	}
+	return 0;
+}
+
+/* Index of the entry that is not a venv's python and whose real path is real, or -1. */
 static int interp_find_real(const struct interp_set *set, const char *real)
 {
 	char r[PATH_MAX];
 
 	for (size_t i = 0; i < set->n; i++)
-		if (realpath(set->v[i].path, r) && strcmp(r, real) == 0)
+		if (!interp_is_venv(set->v[i].path) && realpath(set->v[i].path, r) && strcmp(r, real) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* Index of the entry that is the same interpreter as path (whose real path
+ * is real), or -1: a venv's python is only ever the entry of its own path. */
+static int interp_find_same(const struct interp_set *set, const char *path, const char *real)
+{
+	if (!interp_is_venv(path))
+		return interp_find_real(set, real);
+	for (size_t i = 0; i < set->n; i++)
+		if (strcmp(set->v[i].path, path) == 0)
 			return (int)i;
 	return -1;
 }
@@ -237,7 +302,7 @@ static int interp_add_idx(struct interp_set *set, const struct interp *it)
 
 	if (!realpath(it->path, real))
 		return -errno;
-	if ((idx = interp_find_real(set, real)) >= 0)
+	if ((idx = interp_find_same(set, it->path, real)) >= 0)
 		return idx;
 	if (set->n == set->cap) {
 		size_t cap = set->cap ? set->cap * 2 : 8;
@@ -268,7 +333,7 @@ static int interp_add_probed(struct interp_set *set, const char *path, int sourc
 
 	if (!realpath(path, real))
 		return -errno;
-	if ((rc = interp_find_real(set, real)) >= 0)
+	if ((rc = interp_find_same(set, path, real)) >= 0)
 		return rc;
 	if ((rc = interp_probe(path, &it)) < 0)
 		return rc;
@@ -408,7 +473,7 @@ int interp_discover(struct interp_set *set, const char *const *config_paths, siz
 		int rc = interp_resolve(set, default_name, &it, NULL, 0);
 
 		if (rc == 0 && realpath(it.path, real)) {
-			rc = interp_find_real(set, real);
+			rc = interp_find_same(set, it.path, real);
 			if (rc < 0)
 				rc = interp_add_idx(set, &it);
 			set->default_idx = rc < 0 ? -1 : rc;
@@ -470,6 +535,11 @@ static int interp_resolve_path(const struct interp_set *set, const char *want, s
 		return errmsg_set(-ENOENT, err, errlen, "python %s: %s", want, strerror(errno));
 	if ((rc = interp_find_real(set, real)) >= 0) {
 		*out = set->v[rc];
+		/* A venv's python: a known interpreter in an environment of its own. */
+		if (interp_is_venv(want)) {
+			snprintf(out->path, sizeof(out->path), "%s", want);
+			out->source = INTERP_EXPLICIT;
+		}
 		return 0;
 	}
 	if (!may_probe)
@@ -507,13 +577,17 @@ static int interp_find(const struct interp_set *set, const char *want, struct in
 	if (want[0] == '/')
 		return interp_resolve_path(set, want, out, err, errlen, may_probe);
 
-	parts = interp_parse_version(want, &major, &minor, &micro);
+	parts = interp_parse_name(want, &major, &minor, &micro);
 	if (parts < 0) {
 		interp_available(set, avail, sizeof(avail));
 		return errmsg_set(-EINVAL, err, errlen,
-				   "bad python '%.64s': give 3.11, 3.11.7 or an absolute path (available: %s)",
-				   want, avail);
+				   "bad python '%.64s': give 3.11, 3.11.7, py311, python3.11, python3 "
+				   "or an absolute path (available: %s)", want, avail);
 	}
+	if (parts == 1)   /* the newest minor of that major, then as "X.Y" */
+		for (size_t i = 0; i < set->n; i++)
+			if (set->v[i].major == major && set->v[i].minor > minor)
+				minor = set->v[i].minor;
 	for (size_t i = 0; i < set->n; i++) {
 		const struct interp *c = &set->v[i];
 

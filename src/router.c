@@ -159,7 +159,7 @@ static struct probe *probe_start(struct router *r, const char *path, char *err, 
 int router_resolve(struct router *r, struct job *j, struct route *out, cJSON **reply)
 {
 	char err[PATH_MAX + 512];
-	struct spec s;
+	struct spec s, resolved;
 	int n;
 
 	*reply = NULL;
@@ -194,13 +194,13 @@ int router_resolve(struct router *r, struct job *j, struct route *out, cJSON **r
 		*reply = proto_reply_error(ENOENT, OMNI_REASON_NOPYTHON, "%s", err);
 		return -ENOENT;
 	}
-	n = bubble_resolve(r->home, &out->py, &s, out->paths, err, sizeof err);
+	n = bubble_resolve_spec(r->home, &out->py, &s, &resolved, out->paths, err, sizeof err);
 	if (n < 0) {
 		*reply = proto_reply_error(ENOENT, OMNI_REASON_NOBUBBLE, "%s", err);
 		return -ENOENT;
 	}
 	out->npaths = n;
-	snprintf(out->spec, sizeof out->spec, "%s", s.canon);
+	snprintf(out->spec, sizeof out->spec, "%s", resolved.canon);
 	snprintf(out->tag, sizeof out->tag, "%s", j->tag);
 	return 0;
 }

@@ -1,6 +1,10 @@
 /*
- * router.h - from a request to a worker key: the canonical spec, the
- * resolved interpreter, the tag, and the bubble directories that serve it.
+ * router.h - from a request to a worker key: the resolved canonical spec,
+ * the resolved interpreter, the tag, and the bubble directories that
+ * serve it.  The spec is resolved against the bubbles installed for the
+ * interpreter's tag (bubble_resolve_spec): "numpy>=1.26" becomes
+ * "numpy==2.2.6" when that is the newest bubble it allows, or "numpy" when
+ * the interpreter's own environment serves it.
  *
  * An interpreter named by an absolute path that discovery did not find is
  * probed once, off the event loop (a child process watched by the loop,
@@ -22,10 +26,10 @@
 struct router;
 
 struct route {
-	char spec[SPEC_MAX_LEN];              /* canonical */
+	char spec[SPEC_MAX_LEN];              /* canonical, resolved: the worker key */
 	struct interp py;
 	char tag[ROUTER_TAG_MAX];
-	char paths[SPEC_MAX_ITEMS][4096];     /* bubble dirs, spec order */
+	char paths[SPEC_MAX_ITEMS][4096];     /* bubble dirs, spec order, npaths of them */
 	int npaths;
 };
 

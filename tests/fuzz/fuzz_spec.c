@@ -2,6 +2,9 @@
  * fuzz_spec.c - libFuzzer harness for spec_parse: an accepted spec has a
  * canonical form that is a fixed point (parsing it again gives it back)
  * and is safe as a path component; a refused one comes with a reason.
+ * The versions of an accepted spec's constraints are then ordered and
+ * matched against each other: the order must be antisymmetric and
+ * reflexive, and nothing may crash.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -9,6 +12,34 @@
 #include "spec.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static int sign(int c)
+{
+	return (c > 0) - (c < 0);
+}
+
+static void check_versions(const struct spec *s)
+{
+	for (int i = 0; i < s->n; i++) {
+		const struct spec_item *it = &s->items[i];
+
+		if (it->version[0] && it->ncons)
+			abort();        /* a pin has no other constraints */
+		if (it->version[0] && !spec_item_allows(it, it->version))
+			abort();
+		for (int a = 0; a < it->ncons; a++) {
+			const char *va = it->cons[a].version;
+
+			if (spec_version_cmp(va, va) != 0)
+				abort();
+			(void)spec_item_allows(it, va);
+			for (int b = 0; b < it->ncons; b++)
+				if (sign(spec_version_cmp(va, it->cons[b].version)) !=
+				    -sign(spec_version_cmp(it->cons[b].version, va)))
+					abort();
+		}
+	}
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -34,5 +65,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (int i = 1; i < s.n; i++)
 		if (strcmp(s.items[i - 1].name, s.items[i].name) >= 0)
 			abort();        /* sorted, no name twice */
+	check_versions(&s);
 	return 0;
 }

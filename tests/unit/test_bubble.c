@@ -1,7 +1,8 @@
 /*
- * test_bubble.c - bubble paths, resolution, listing and installation on a
- * temp home.  Installation runs a stand-in interpreter script that plays
- * pip, so no network is needed and the arguments can be checked exactly.
+ * test_bubble.c - bubble paths, resolution (pins and unpinned items),
+ * listing and installation on a temp home.  Installation runs a stand-in
+ * interpreter script that plays pip, so no network is needed and the
+ * arguments can be checked exactly.
  * Every test gets a fresh home and interpreter (test_setup), and makes
  * the tree it needs itself.
  */
@@ -71,7 +72,7 @@ static void parse_spec(const char *s, struct spec *out)
 
 static void test_path(void)
 {
-	struct spec_item it = { "numpy", "1.26.4" };
+	struct spec_item it = { .name = "numpy", .version = "1.26.4" };
 	char buf[256], small[16];
 
 	CU_ASSERT_EQUAL(bubble_path("/h", "cp311", &it, buf, sizeof(buf)), 0);
@@ -107,6 +108,88 @@ static void test_resolve(void)
 
 	parse_spec("base", &s);
 	CU_ASSERT_EQUAL(bubble_resolve(home, &py, &s, paths, err, sizeof(err)), 0);
+}
+
+/* Resolves spec; asserts the count, the worker key and the first path. */
+static void resolves(const char *spec, int n, const char *canon, const char *first)
+{
+	static char paths[SPEC_MAX_ITEMS][4096];
+	static struct spec s, out;
+	char err[512] = "", want[256];
+	int rc;
+
+	parse_spec(spec, &s);
+	rc = bubble_resolve_spec(home, &py, &s, &out, paths, err, sizeof(err));
+	CU_ASSERT_EQUAL(rc, n);
+	CU_ASSERT_STRING_EQUAL(out.canon, canon);
+	if (rc != n || strcmp(out.canon, canon) != 0)
+		fprintf(stderr, "\n  '%s': %d '%s' (%s), want %d '%s'\n", spec, rc, out.canon, err, n, canon);
+	if (first && rc > 0) {
+		snprintf(want, sizeof(want), "%s/bubbles/%s/%s", home, py.tag, first);
+		CU_ASSERT_STRING_EQUAL(paths[0], want);
+	}
+	/* Without the resolved spec: the same directories. */
+	CU_ASSERT_EQUAL(bubble_resolve(home, &py, &s, paths, err, sizeof(err)), n);
+}
+
+static void test_resolve_unpinned(void)
+{
+	char target[256], link[256];
+
+	CU_ASSERT_FATAL(home[0] != '\0');
+	mkdir_in_home("bubbles/cp311/numpy-1.24.3");
+	mkdir_in_home("bubbles/cp311/numpy-1.26.4");
+	mkdir_in_home("bubbles/cp311/numpy-2.0.0");
+	mkdir_in_home("bubbles/cp311/numpy-2.0");
+	mkdir_in_home("bubbles/cp311/numpy-2.2.6");
+	mkdir_in_home("bubbles/cp311/numpy-2.3.0rc1");
+	mkdir_in_home("bubbles/cp311/numpy-financial-1.0");
+	mkdir_in_home("bubbles/cp311/numpy-nightly");          /* not a version */
+	mkdir_in_home("bubbles/cp311/.numpy-9.0.tmp-12");       /* being installed */
+	touch_in_home("bubbles/cp311/numpy-9.1");               /* not a directory */
+	mkdir_in_home("bubbles/cp311/scipy-1.11.4");
+	mkdir_in_home("bubbles/cp39/numpy-3.0");                /* another ABI */
+	snprintf(link, sizeof(link), "%s/bubbles/cp311/numpy-9.2", home);
+	CU_ASSERT_EQUAL_FATAL(symlink("/nonexistent/numpy", link), 0);   /* dangling */
+
+	resolves("numpy>=1.26", 1, "numpy==2.2.6", "numpy-2.2.6");
+	resolves("numpy==2.2.6", 1, "numpy==2.2.6", "numpy-2.2.6");       /* the same worker */
+	resolves("numpy", 1, "numpy==2.2.6", "numpy-2.2.6");               /* no rc unasked */
+	resolves("numpy<2", 1, "numpy==1.26.4", "numpy-1.26.4");
+	resolves("numpy~=1.24.0", 1, "numpy==1.24.3", "numpy-1.24.3");
+	resolves("numpy>=1.26,!=2.2.6", 1, "numpy==2.0", "numpy-2.0");     /* 2.0 == 2.0.0: first by name */
+	resolves("numpy>=2.3.0rc1", 1, "numpy==2.3.0rc1", "numpy-2.3.0rc1");
+	resolves("numpy>=3", 0, "numpy", NULL);                           /* the interpreter's own */
+	resolves("numpy-financial", 1, "numpy-financial==1.0", "numpy-financial-1.0");
+	resolves("six, scipy>=1, numpy==1.26.4", 2, "numpy==1.26.4,scipy==1.11.4,six", "numpy-1.26.4");
+	resolves("rich", 0, "rich", NULL);
+	resolves("base", 0, "base", NULL);
+
+	/* A linked bubble counts, as does a tag with no directory at all. */
+	mkdir_in_home("elsewhere/numpy-1.0");
+	mkdir_in_home("bubbles/cp312");
+	snprintf(target, sizeof(target), "%s/elsewhere/numpy-1.0", home);
+	snprintf(link, sizeof(link), "%s/bubbles/cp312/numpy-1.0", home);
+	CU_ASSERT_EQUAL_FATAL(symlink(target, link), 0);
+	strcpy(py.tag, "cp312");
+	resolves("numpy", 1, "numpy==1.0", "numpy-1.0");
+	strcpy(py.tag, "cp313");
+	resolves("numpy>=1", 0, "numpy", NULL);
+}
+
+static void test_resolve_pin_missing(void)
+{
+	static char paths[SPEC_MAX_ITEMS][4096];
+	static struct spec s, out;
+	char err[512];
+
+	CU_ASSERT_FATAL(home[0] != '\0');
+	mkdir_in_home("bubbles/cp311/numpy-1.26.4");
+	/* A pin is a directory name: 1.26.4.0 is not 1.26.4's bubble. */
+	parse_spec("numpy==1.26.4.0,six", &s);
+	CU_ASSERT_EQUAL(bubble_resolve_spec(home, &py, &s, &out, paths, err, sizeof(err)), -ENOENT);
+	CU_ASSERT_STRING_EQUAL(err, "no bubble numpy==1.26.4.0 for python 3.11 (cp311): "
+				    "run `omnipkg install numpy==1.26.4.0 --python 3.11`");
 }
 
 struct seen {
@@ -263,7 +346,16 @@ static void test_install(void)
 	CU_ASSERT_EQUAL(stat(p, &st), -1);
 	read_log(log, sizeof(log));
 
+	/* Only pins can be installed; nothing runs otherwise. */
+	fake_python("py-ok2", 0);
+	parse_spec("six==1.16.0,numpy>=1.26,<2", &s);
+	CU_ASSERT_EQUAL(bubble_install(home, &py, &s, 1, err, sizeof(err)), -EINVAL);
+	CU_ASSERT_STRING_EQUAL(err, "install needs exact pins: 'numpy>=1.26,<2' is not 'name==version'");
+	read_log(log, sizeof(log));
+	CU_ASSERT_STRING_EQUAL(log, "");
+
 	/* An interpreter that cannot be run. */
+	parse_spec("numpy==9.9.9", &s);
 	strcpy(py.path, "/nonexistent/python");
 	CU_ASSERT_EQUAL(bubble_install(home, &py, &s, 1, err, sizeof(err)), -ENOENT);
 	CU_ASSERT_STRING_EQUAL(err, "cannot run python /nonexistent/python: No such file or directory");
@@ -280,6 +372,8 @@ int main(void)
 	s = CU_add_suite_with_setup_and_teardown("bubble", NULL, NULL, test_setup, test_teardown);
 	CU_add_test(s, "path", test_path);
 	CU_add_test(s, "resolve", test_resolve);
+	CU_add_test(s, "resolve unpinned items", test_resolve_unpinned);
+	CU_add_test(s, "resolve a missing pin", test_resolve_pin_missing);
 	CU_add_test(s, "list", test_list);
 	CU_add_test(s, "install", test_install);
 	CU_basic_set_mode(CU_BRM_VERBOSE);

@@ -391,6 +391,246 @@ static void test_dedup_realpath(void)
 	interp_set_free(&set);
 }
 
+/* Asserts that want is refused as a bad name, with the forms and what is available. */
+static void bad_name(const struct interp_set *set, const char *want)
+{
+	struct interp it;
+	char err[512];
+
+	err[0] = '\0';
+	CU_ASSERT_EQUAL(interp_resolve(set, want, &it, err, sizeof(err)), -EINVAL);
+	CU_ASSERT_EQUAL(interp_parse_name(want, NULL, NULL, NULL), -EINVAL);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "give 3.11, 3.11.7, py311, python3.11, python3 or an absolute path"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "(available: 3.9.1, 3.11.2, 3.11.7, 3.13.0)"));
+	if (!strstr(err, "available: 3.9.1"))
+		fprintf(stderr, "\n  name '%s': reason '%s'\n", want, err);
+}
+
+/* Resolves want and asserts the version it picked. */
+static void good_name(const struct interp_set *set, const char *want, const char *version)
+{
+	struct interp it;
+	char err[512] = "";
+
+	CU_ASSERT_EQUAL(interp_resolve(set, want, &it, err, sizeof(err)), 0);
+	CU_ASSERT_STRING_EQUAL(it.version, version);
+	if (strcmp(it.version, version) != 0)
+		fprintf(stderr, "\n  name '%s': got %s (%s), want %s\n", want, it.version, err, version);
+}
+
+static void test_parse_name(void)
+{
+	int ma = 0, mi = 0, mc = 0;
+
+	CU_ASSERT_EQUAL(interp_parse_name("py311", &ma, &mi, &mc), 2);
+	CU_ASSERT(ma == 3 && mi == 11 && mc == -1);
+	CU_ASSERT_EQUAL(interp_parse_name("py39", &ma, &mi, &mc), 2);
+	CU_ASSERT(ma == 3 && mi == 9 && mc == -1);
+	CU_ASSERT_EQUAL(interp_parse_name("py30", &ma, &mi, &mc), 2);
+	CU_ASSERT(ma == 3 && mi == 0);
+	CU_ASSERT_EQUAL(interp_parse_name("python3.12", &ma, &mi, &mc), 2);
+	CU_ASSERT(ma == 3 && mi == 12 && mc == -1);
+	CU_ASSERT_EQUAL(interp_parse_name("python3", &ma, &mi, &mc), 1);
+	CU_ASSERT(ma == 3 && mi == -1 && mc == -1);
+	CU_ASSERT_EQUAL(interp_parse_name("3.11.7", &ma, &mi, &mc), 3);
+	CU_ASSERT(ma == 3 && mi == 11 && mc == 7);
+	CU_ASSERT_EQUAL(interp_parse_name("3.8", NULL, NULL, NULL), 2);
+	CU_ASSERT_EQUAL(interp_parse_name("py309", NULL, NULL, NULL), -EINVAL);  /* leading zero */
+	CU_ASSERT_EQUAL(interp_parse_name("py0", NULL, NULL, NULL), -EINVAL);
+	CU_ASSERT_EQUAL(interp_parse_name("python3.11.7", NULL, NULL, NULL), -EINVAL);
+	CU_ASSERT_EQUAL(interp_parse_name("PY311", NULL, NULL, NULL), -EINVAL);
+	CU_ASSERT_EQUAL(interp_parse_name(NULL, NULL, NULL, NULL), -EINVAL);
+}
+
+static void test_names(void)
+{
+	static const char *const bad[] = {
+		"py", "py3", "python", "python3.x", "py3111111", "3.11.", "../3.11", "3", "3.",
+		"py311 ", " py311", "py-311", "py3.11", "python3.", "python3.11.7", "python311",
+		"python 3.11", "cpython3.11", "pypy3", "python2", "3.11.7.1", "py+311",
+	};
+	struct interp_set set = { 0 };
+	char root[PATH_MAX];
+
+	mkpath("names/pyenv", root);
+	fake_pyenv("names/pyenv", "3.11.7", 0);
+	fake_pyenv("names/pyenv", "3.11.2", 0);
+	fake_pyenv("names/pyenv", "3.9.1", 0);
+	fake_pyenv("names/pyenv", "3.13.0", 0);
+	CU_ASSERT_EQUAL_FATAL(interp_discover(&set, NULL, 0, root, NULL, NULL), 4);
+
+	good_name(&set, "3.11", "3.11.7");
+	good_name(&set, "3.11.2", "3.11.2");
+	good_name(&set, "py311", "3.11.7");
+	good_name(&set, "py39", "3.9.1");
+	good_name(&set, "py313", "3.13.0");
+	good_name(&set, "python3.11", "3.11.7");
+	good_name(&set, "python3.9", "3.9.1");
+	good_name(&set, "python3", "3.13.0");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		bad_name(&set, bad[i]);
+	interp_set_free(&set);
+}
+
+/* python3 is the newest minor, then the usual precedence within it. */
+static void test_python3_precedence(void)
+{
+	struct interp_set set = { 0 };
+	struct interp it;
+	char root[PATH_MAX], err[512], v[32];
+	const char *cfg[1] = { real_py };
+
+	mkpath("py3/pyenv", root);
+	fmt(v, sizeof(v), "%d.%d.%d", real_major, real_minor, real_micro + 9);
+	fake_pyenv("py3/pyenv", v, 0);
+	fake_pyenv("py3/pyenv", "3.1.0", 0);
+	CU_ASSERT_EQUAL_FATAL(interp_discover(&set, cfg, 1, root, NULL, NULL), 3);
+	CU_ASSERT_EQUAL(interp_resolve(&set, "python3", &it, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(it.source, INTERP_CONFIG);   /* config beats pyenv's higher micro */
+	CU_ASSERT_STRING_EQUAL(it.version, real_ver);
+	interp_set_free(&set);
+
+	memset(&set, 0, sizeof(set));
+	CU_ASSERT_EQUAL(interp_resolve(&set, "python3", &it, err, sizeof(err)), -ENOENT);
+	CU_ASSERT_STRING_EQUAL(err, "python python3 not found (available: none)");
+}
+
+/* <tmp>/<rel>/bin/python -> target, with pyvenv.cfg in <rel> (or in <rel>/bin). */
+static void fake_venv(const char *rel, const char *target, int cfg_in_bin, char *py, size_t n)
+{
+	char bin[PATH_MAX], cfg[PATH_MAX + 16];
+	FILE *f;
+
+	fmt(cfg, sizeof(cfg), "%s/bin", rel);
+	mkpath(cfg, bin);
+	fmt(py, n, "%s/python", bin);
+	CU_ASSERT_EQUAL_FATAL(symlink(target, py), 0);
+	if (cfg_in_bin)
+		fmt(cfg, sizeof(cfg), "%s/pyvenv.cfg", bin);
+	else
+		fmt(cfg, sizeof(cfg), "%s/%s/pyvenv.cfg", tmp, rel);
+	f = fopen(cfg, "w");
+	CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+	fputs("home = /somewhere\ninclude-system-site-packages = false\n", f);
+	fclose(f);
+}
+
+static void test_venv(void)
+{
+	struct interp_set set = { 0 };
+	struct interp it;
+	char root[PATH_MAX], base[PATH_MAX + 32], venv[PATH_MAX], venv2[PATH_MAX], plain[PATH_MAX];
+	char venv3[PATH_MAX], dir[PATH_MAX], err[512];
+
+	mkpath("venv/pyenv", root);
+	fake_pyenv("venv/pyenv", "3.11.2", 0);
+	fmt(base, sizeof(base), "%s/versions/3.11.2/bin/python", root);
+	CU_ASSERT_EQUAL_FATAL(interp_discover(&set, NULL, 0, root, NULL, NULL), 1);
+
+	/* A venv of a discovered interpreter: its own path, the base's version. */
+	fake_venv("venv/env1", base, 0, venv, sizeof(venv));
+	CU_ASSERT(interp_is_venv(venv));
+	CU_ASSERT(!interp_is_venv(base));
+	CU_ASSERT_EQUAL(interp_lookup(&set, venv, &it, err, sizeof(err)), 0);
+	CU_ASSERT_STRING_EQUAL(it.path, venv);
+	CU_ASSERT_STRING_EQUAL(it.version, "3.11.2");
+	CU_ASSERT_STRING_EQUAL(it.tag, "cp311");
+	CU_ASSERT_EQUAL(it.source, INTERP_EXPLICIT);
+	CU_ASSERT_EQUAL(interp_resolve(&set, venv, &it, err, sizeof(err)), 0);
+	CU_ASSERT_STRING_EQUAL(it.path, venv);
+
+	/* pyvenv.cfg next to the binary counts too. */
+	fake_venv("venv/env2", base, 1, venv2, sizeof(venv2));
+	CU_ASSERT_EQUAL(interp_lookup(&set, venv2, &it, err, sizeof(err)), 0);
+	CU_ASSERT_STRING_EQUAL(it.path, venv2);
+	CU_ASSERT_EQUAL(it.source, INTERP_EXPLICIT);
+
+	/* A plain symlink (no pyvenv.cfg) is still the interpreter it links to. */
+	mkpath("venv/plain", dir);
+	fmt(plain, sizeof(plain), "%s/python", dir);
+	CU_ASSERT_EQUAL_FATAL(symlink(base, plain), 0);
+	CU_ASSERT(!interp_is_venv(plain));
+	CU_ASSERT_EQUAL(interp_lookup(&set, plain, &it, err, sizeof(err)), 0);
+	CU_ASSERT_STRING_EQUAL(it.path, base);
+	CU_ASSERT_EQUAL(it.source, INTERP_PYENV);
+
+	/* A venv of an interpreter not discovered: probed, keeping its path. */
+	fake_venv("venv/env3", real_py, 0, venv3, sizeof(venv3));
+	CU_ASSERT_EQUAL(interp_lookup(&set, venv3, &it, err, sizeof(err)), -EAGAIN);
+	CU_ASSERT_EQUAL(interp_resolve(&set, venv3, &it, err, sizeof(err)), 0);
+	CU_ASSERT_STRING_EQUAL(it.path, venv3);
+	CU_ASSERT_STRING_EQUAL(it.version, real_ver);
+	CU_ASSERT_EQUAL(it.source, INTERP_EXPLICIT);
+
+	/* Added to a set, a venv stays apart from its base, once. */
+	CU_ASSERT_EQUAL(interp_lookup(&set, venv, &it, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(interp_add(&set, &it), 0);
+	CU_ASSERT_EQUAL(set.n, 2);
+	CU_ASSERT_EQUAL(interp_add(&set, &it), 0);
+	CU_ASSERT_EQUAL(set.n, 2);
+	CU_ASSERT_EQUAL(interp_lookup(&set, base, &it, err, sizeof(err)), 0);
+	CU_ASSERT_STRING_EQUAL(it.path, base);
+	CU_ASSERT_EQUAL(interp_lookup(&set, plain, &it, err, sizeof(err)), 0);
+	CU_ASSERT_STRING_EQUAL(it.path, base);
+	CU_ASSERT_EQUAL(interp_lookup(&set, venv2, &it, err, sizeof(err)), 0);
+	CU_ASSERT_STRING_EQUAL(it.path, venv2);
+	/* The short name still means the discovered base. */
+	CU_ASSERT_EQUAL(interp_lookup(&set, "3.11", &it, err, sizeof(err)), 0);
+	CU_ASSERT_STRING_EQUAL(it.path, base);
+	CU_ASSERT(interp_is_short_target(&set, 0));
+	CU_ASSERT(!interp_is_short_target(&set, 1));
+	interp_set_free(&set);
+}
+
+/* Venvs among the sources: in config, on PATH, as the default. */
+static void test_venv_discovery(void)
+{
+	struct interp_set set = { 0 };
+	struct interp it;
+	char root[PATH_MAX], base[PATH_MAX + 32], venv[PATH_MAX], bin[PATH_MAX], err[512];
+	char py3[PATH_MAX + 16], v[32];
+	const char *cfg[1];
+
+	mkpath("vdisc/pyenv", root);
+	fmt(v, sizeof(v), "%d.%d.%d", real_major, real_minor, real_micro + 7);
+	fake_pyenv("vdisc/pyenv", v, 0);
+	fmt(base, sizeof(base), "%s/versions/%s/bin/python", root, v);
+	fake_venv("vdisc/env", base, 0, venv, sizeof(venv));
+
+	/* A configured venv does not swallow the pyenv entry it links to. */
+	cfg[0] = venv;
+	CU_ASSERT_EQUAL_FATAL(interp_discover(&set, cfg, 1, root, NULL, NULL), 2);
+	CU_ASSERT_STRING_EQUAL(set.v[0].path, venv);
+	CU_ASSERT_EQUAL(set.v[0].source, INTERP_CONFIG);
+	CU_ASSERT_STRING_EQUAL(set.v[1].path, base);
+	CU_ASSERT_EQUAL(set.v[1].source, INTERP_PYENV);
+	CU_ASSERT_EQUAL(interp_lookup(&set, base, &it, err, sizeof(err)), 0);
+	CU_ASSERT_STRING_EQUAL(it.path, base);
+	CU_ASSERT_EQUAL(interp_lookup(&set, venv, &it, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(it.source, INTERP_CONFIG);
+	interp_set_free(&set);
+
+	/* A venv's python3 first on PATH is the default, apart from its base. */
+	memset(&set, 0, sizeof(set));
+	fmt(bin, sizeof(bin), "%s/vdisc/env/bin", tmp);
+	fmt(py3, sizeof(py3), "%s/python3", bin);
+	CU_ASSERT_EQUAL_FATAL(symlink(base, py3), 0);
+	CU_ASSERT_EQUAL_FATAL(interp_discover(&set, NULL, 0, root, bin, NULL), 2);
+	CU_ASSERT_EQUAL_FATAL(set.default_idx, 1);
+	CU_ASSERT_STRING_EQUAL(set.v[1].path, py3);
+	CU_ASSERT_EQUAL(set.v[1].source, INTERP_PATH);
+	interp_set_free(&set);
+
+	/* A default named by a venv path is that venv, not its base. */
+	memset(&set, 0, sizeof(set));
+	CU_ASSERT_EQUAL_FATAL(interp_discover(&set, NULL, 0, root, NULL, venv), 2);
+	CU_ASSERT_EQUAL_FATAL(set.default_idx, 1);
+	CU_ASSERT_STRING_EQUAL(set.v[1].path, venv);
+	CU_ASSERT_EQUAL(interp_resolve(&set, NULL, &it, err, sizeof(err)), 0);
+	CU_ASSERT_STRING_EQUAL(it.path, venv);
+	interp_set_free(&set);
+}
+
 static void test_empty_set(void)
 {
 	struct interp_set set = { 0 };
@@ -420,6 +660,11 @@ int main(void)
 	CU_add_test(s, "absolute path", test_absolute_path);
 	CU_add_test(s, "precedence config > pyenv > PATH", test_precedence);
 	CU_add_test(s, "de-dup by real path", test_dedup_realpath);
+	CU_add_test(s, "parse name", test_parse_name);
+	CU_add_test(s, "names: 3.11, py311, python3.11, python3", test_names);
+	CU_add_test(s, "python3 precedence", test_python3_precedence);
+	CU_add_test(s, "venv python is its own interpreter", test_venv);
+	CU_add_test(s, "venvs in config, on PATH, as default", test_venv_discovery);
 	CU_add_test(s, "empty set", test_empty_set);
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	CU_basic_run_tests();

@@ -1,5 +1,6 @@
 /*
- * test_spec.c - spec parsing, canonical form and hostile input.
+ * test_spec.c - spec parsing, canonical form and hostile input; PEP 440
+ * ordering and constraint matching.
  */
 #include <CUnit/Basic.h>
 #include <errno.h>
@@ -71,7 +72,7 @@ static void test_versions(void)
 	refused("x==1..2", -EINVAL, "'..'");
 	refused("x==v1.0", -EINVAL, "start with a digit");
 	refused("x==1.0.", -EINVAL, "end with");
-	refused("x==1.*", -EINVAL, "exact pins");
+	refused("x==1.*", -EINVAL, "wildcard versions are not supported");
 	refused("x==1 2", -EINVAL, "whitespace inside version");
 	refused("x==1/2", -EINVAL, "invalid character '/'");
 }
@@ -84,7 +85,12 @@ static void test_base(void)
 	CU_ASSERT_EQUAL(parse(" BaSe "), 0);
 	CU_ASSERT_EQUAL(sp.n, 0);
 	CU_ASSERT_STRING_EQUAL(sp.canon, "base");
-	refused("base,numpy==1", -EINVAL, "no version");
+	refused("base,numpy==1", -EINVAL, "'base' must be pinned");
+	refused("base>=1", -EINVAL, "'base' must be pinned");
+	/* A package that is called base can still be pinned. */
+	CU_ASSERT_EQUAL(parse("Base==1.0"), 0);
+	CU_ASSERT_EQUAL(sp.n, 1);
+	CU_ASSERT_STRING_EQUAL(sp.canon, "base==1.0");
 }
 
 static void test_empty(void)
@@ -154,20 +160,204 @@ static void test_too_many(void)
 
 static void test_operators(void)
 {
-	refused("numpy>=1", -EINVAL, "exact pins");
-	refused("numpy<2", -EINVAL, "exact pins");
-	refused("numpy~=1.2", -EINVAL, "exact pins");
-	refused("numpy!=1", -EINVAL, "exact pins");
-	refused("numpy=1", -EINVAL, "exact pins");
-	refused("numpy===1", -EINVAL, "exact pins");
-	refused("numpy==1,<2", -EINVAL, "invalid character '<'");
-	refused("numpy==", -EINVAL, "missing version");
-	refused("numpy", -EINVAL, "no version");
+	refused("numpy=1", -EINVAL, "unknown operator");
+	refused("numpy=>1", -EINVAL, "unknown operator");
+	refused("numpy~1", -EINVAL, "unknown operator");
+	refused("numpy===1", -EINVAL, "'===' in 'numpy===1' is not supported");
+	refused("numpy==", -EINVAL, "missing version after '=='");
+	refused("numpy>= ", -EINVAL, "missing version after '>='");
+	refused("numpy>=1,<", -EINVAL, "missing version after '<'");
 	refused("==1", -EINVAL, "missing package name");
+	refused("<2,numpy", -EINVAL, "missing package name in '<2'");
+	refused("numpy>=1<2", -EINVAL, "separate constraints with ','");
+	refused("numpy>=v1", -EINVAL, "start with a digit");
+	refused("numpy>=1.0abc", -EINVAL, "'1.0abc' in 'numpy>=1.0abc' is not a PEP 440 version");
+	refused("numpy<1.0+", -EINVAL, "end with");
+	refused("numpy<1.0+a..b", -EINVAL, "'..'");
+	refused("numpy<1.0+.a", -EINVAL, "not a PEP 440 version");
+	refused("numpy>=1234567890123456789", -EINVAL, "not a PEP 440 version");
+	refused("numpy~=1", -EINVAL, "'~=1' needs two release segments");
+	refused("numpy==1.*", -EINVAL, "wildcard versions are not supported");
+	refused("numpy!=1.2.*", -EINVAL, "wildcard versions are not supported");
+	refused("numpy>=1.*", -EINVAL, "invalid character '*'");
 	refused("numpy[extra]==1", -EINVAL, "invalid character '['");
 	refused("numpy @ file:///x", -EINVAL, "invalid character '@'");
 	refused("num py==1", -EINVAL, "whitespace inside package name");
 	refused("num\x01py==1", -EINVAL, "'\\x01'");
+	refused("numpy>=1,<2,>3,<4,>5,<6,>7,<8,>9", -E2BIG, "too many constraints for 'numpy', max 8");
+	refused("numpy>=1,numpy<2", -EINVAL, "'numpy' appears more than once");
+}
+
+static void test_unpinned(void)
+{
+	CU_ASSERT_EQUAL(parse("numpy"), 0);
+	CU_ASSERT_EQUAL(sp.n, 1);
+	CU_ASSERT_STRING_EQUAL(sp.items[0].name, "numpy");
+	CU_ASSERT_STRING_EQUAL(sp.items[0].version, "");
+	CU_ASSERT_EQUAL(sp.items[0].ncons, 0);
+	CU_ASSERT_STRING_EQUAL(sp.canon, "numpy");
+
+	CU_ASSERT_EQUAL(parse("NumPy>=1.26,<2"), 0);
+	CU_ASSERT_EQUAL(sp.n, 1);
+	CU_ASSERT_EQUAL_FATAL(sp.items[0].ncons, 2);
+	CU_ASSERT_EQUAL(sp.items[0].cons[0].op, SPEC_GE);
+	CU_ASSERT_STRING_EQUAL(sp.items[0].cons[0].version, "1.26");
+	CU_ASSERT_EQUAL(sp.items[0].cons[1].op, SPEC_LT);
+	CU_ASSERT_STRING_EQUAL(sp.items[0].cons[1].version, "2");
+	CU_ASSERT_STRING_EQUAL(sp.canon, "numpy>=1.26,<2");
+
+	/* Constraints sorted by operator, repeats dropped, whitespace gone. */
+	CU_ASSERT_EQUAL(parse(" numpy < 2 , >= 1.26 ,<2, != 1.26.1"), 0);
+	CU_ASSERT_STRING_EQUAL(sp.canon, "numpy>=1.26,<2,!=1.26.1");
+	CU_ASSERT_EQUAL(parse("x~=1.4.5,<=2,>1,==1.4.7,!=1.5"), 0);
+	CU_ASSERT_STRING_EQUAL(sp.canon, "x==1.4.7");
+	CU_ASSERT_EQUAL(parse("x!=1.5,<=2,>1,~=1.4.5,<3,>=0"), 0);
+	CU_ASSERT_STRING_EQUAL(sp.canon, "x~=1.4.5,>=0,>1,<=2,<3,!=1.5");
+
+	/* An operator item continues the name before it, whatever it is. */
+	CU_ASSERT_EQUAL(parse("scipy, numpy>=1.26,<2 ,rich~=13.0, >=13.1,six"), 0);
+	CU_ASSERT_EQUAL(sp.n, 4);
+	CU_ASSERT_STRING_EQUAL(sp.canon, "numpy>=1.26,<2,rich~=13.0,>=13.1,scipy,six");
+	CU_ASSERT_EQUAL(parse("scipy,<2"), 0);
+	CU_ASSERT_STRING_EQUAL(sp.canon, "scipy<2");
+
+	/* The canonical form is a fixed point. */
+	CU_ASSERT_EQUAL(parse("numpy>=1.26,<2,rich~=13.0,>=13.1,scipy,six"), 0);
+	CU_ASSERT_STRING_EQUAL(sp.canon, "numpy>=1.26,<2,rich~=13.0,>=13.1,scipy,six");
+}
+
+static void test_pin_absorbs(void)
+{
+	CU_ASSERT_EQUAL(parse("numpy>=1.26,==1.26.4,<2"), 0);
+	CU_ASSERT_EQUAL(sp.n, 1);
+	CU_ASSERT_STRING_EQUAL(sp.items[0].version, "1.26.4");
+	CU_ASSERT_EQUAL(sp.items[0].ncons, 0);
+	CU_ASSERT_STRING_EQUAL(sp.canon, "numpy==1.26.4");
+	CU_ASSERT_EQUAL(parse("numpy==1.26,==1.26.0"), 0);   /* equal in PEP 440: the first is the pin */
+	CU_ASSERT_STRING_EQUAL(sp.canon, "numpy==1.26");
+	CU_ASSERT_EQUAL(parse("x==1.0abc"), 0);              /* a pin alone is only text */
+	CU_ASSERT_STRING_EQUAL(sp.canon, "x==1.0abc");
+	refused("numpy==1.26.4,<1", -EINVAL, "'numpy==1.26.4' conflicts with '<1'");
+	refused("numpy==1,==2", -EINVAL, "'numpy==1' conflicts with '==2'");
+	refused("numpy==1.0abc,<2", -EINVAL, "'numpy==1.0abc' is not a PEP 440 version");
+	refused("numpy==1.0,==1.0abc", -EINVAL, "conflicts with '==1.0abc'");
+}
+
+/* Every pair of sorted[] compares in order, both ways. */
+static void assert_ascending(const char *const *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = 0; j < n; j++) {
+			int c = spec_version_cmp(v[i], v[j]), want = (i > j) - (i < j);
+
+			CU_ASSERT_EQUAL((c > 0) - (c < 0), want);
+			if ((c > 0) - (c < 0) != want)
+				fprintf(stderr, "\n  cmp('%s', '%s') = %d, want %d\n", v[i], v[j], c, want);
+		}
+}
+
+static void test_version_order(void)
+{
+	static const char *const sorted[] = {
+		"1.0abc", "abc", "not-a-version",              /* not PEP 440: first, by text */
+		"0.9", "1.0.dev1", "1.0a1", "1.0a2.dev1", "1.0a2", "1.0b1", "1.0rc1", "1.0rc2",
+		"1.0", "1.0+abc", "1.0+abd", "1.0.post1.dev1", "1.0.post1", "1.0.1", "1.1", "1.9",
+		"1.10", "1.26.4", "2", "2.0.1a1", "2.2.6", "10", "1!0.1",
+	};
+	static const char *const same[][2] = {
+		{ "1.26", "1.26.0" }, { "1.26", "1.26.0.0.0" }, { "1.0alpha1", "1.0a1" },
+		{ "1.0.a.1", "1.0a1" }, { "1.0beta2", "1.0b2" }, { "1.0c1", "1.0rc1" },
+		{ "1.0pre1", "1.0rc1" }, { "1.0preview1", "1.0rc1" }, { "1.0RC1", "1.0rc1" },
+		{ "1.0a", "1.0a0" }, { "1.0.post", "1.0.post0" }, { "1.0r1", "1.0.post1" },
+		{ "1.0rev1", "1.0post1" }, { "1.0dev", "1.0.dev0" }, { "0!1.0", "1.0" }, { "01.02", "1.2" },
+		{ "1.0+ABC", "1.0+abc" },
+	};
+
+	assert_ascending(sorted, sizeof(sorted) / sizeof(sorted[0]));
+	for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++) {
+		CU_ASSERT_EQUAL(spec_version_cmp(same[i][0], same[i][1]), 0);
+		CU_ASSERT_EQUAL(spec_version_cmp(same[i][1], same[i][0]), 0);
+	}
+	/* Suffixes out of order, twice, or unknown: not versions, never a crash. */
+	CU_ASSERT(spec_version_cmp("1.0.post1a1", "0") < 0);
+	CU_ASSERT(spec_version_cmp("1.0a1a2", "0") < 0);
+	CU_ASSERT(spec_version_cmp("1.0.dev1.post1", "0") < 0);
+	CU_ASSERT(spec_version_cmp("1.0+", "0") < 0);
+	CU_ASSERT(spec_version_cmp("", "0") < 0);
+	CU_ASSERT(spec_version_cmp("1.", "0") < 0);
+	CU_ASSERT(spec_version_cmp("1234567890123456789", "0") < 0);
+	CU_ASSERT(spec_version_cmp("123456789012345678", "99999999999999999") > 0);
+	/* 32 release segments are a version, 33 are not. */
+	CU_ASSERT(spec_version_cmp("0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1", "0") > 0);
+	CU_ASSERT(spec_version_cmp("0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1", "0") < 0);
+}
+
+/* Asserts whether spec (one item) allows version. */
+static void allows(const char *spec, const char *version, int want)
+{
+	CU_ASSERT_EQUAL_FATAL(parse(spec), 0);
+	CU_ASSERT_EQUAL(spec_item_allows(&sp.items[0], version), want);
+	if (spec_item_allows(&sp.items[0], version) != want)
+		fprintf(stderr, "\n  '%s' allows '%s': want %d\n", spec, version, want);
+}
+
+static void test_matching(void)
+{
+	char big[80];
+
+	allows("numpy", "2.2.6", 1);
+	allows("numpy", "2.3.0rc1", 0);            /* no pre-release unless asked for */
+	allows("numpy", "2.3.0.dev0", 0);
+	allows("numpy", "nightly", 0);             /* not a version: never */
+	allows("numpy>=1.26", "1.26", 1);
+	allows("numpy>=1.26", "1.26.0", 1);
+	allows("numpy>=1.26", "2.2.6", 1);
+	allows("numpy>=1.26", "1.25.9", 0);
+	allows("numpy>=1.26", "1.26.0rc1", 0);
+	allows("numpy>=1.26,<2", "1.26.4", 1);
+	allows("numpy>=1.26,<2", "2.0", 0);
+	allows("numpy>=1.26,<2", "2.2.6", 0);
+	allows("numpy<=2", "2.0.0", 1);
+	allows("numpy<=2", "2.0.1", 0);
+	allows("numpy>1", "1.0", 0);
+	allows("numpy>1", "1.0.1", 1);
+	allows("numpy!=1.26.4", "1.26.3", 1);
+	allows("numpy!=1.26.4", "1.26.4", 0);
+	allows("numpy!=1.26.4", "1.26.4.0", 0);
+	allows("numpy!=1.26.4", "1.26.4+cpu", 0);   /* a local label is ignored ... */
+	allows("numpy!=1.26.4+cpu", "1.26.4+gpu", 1);   /* ... unless V has one */
+	allows("numpy>=1.26,!=2.2.6,<3", "2.2.6", 0);
+	allows("numpy>=1.26,!=2.2.6,<3", "2.2.5", 1);
+	allows("x~=1.4.5", "1.4.5", 1);
+	allows("x~=1.4.5", "1.4.9", 1);
+	allows("x~=1.4.5", "1.4.4", 0);
+	allows("x~=1.4.5", "1.5.0", 0);
+	allows("x~=2.2", "2.9", 1);
+	allows("x~=2.2", "2.2.6", 1);
+	allows("x~=2.2", "3.0", 0);
+	allows("x~=2.2", "2.1", 0);
+	allows("x~=1.4", "1!1.4", 0);              /* another epoch */
+	allows("x>=1", "1!0.5", 1);
+	/* Pre-releases once a constraint names one; <V still leaves out V's. */
+	allows("x>=2.0rc1", "2.0rc2", 1);
+	allows("x>=2.0rc1", "2.0", 1);
+	allows("x>=2.0rc1", "2.0b1", 0);
+	allows("x>=1.0b1,<2", "1.5rc1", 1);
+	allows("x>=1.0b1,<2", "2.0rc1", 0);
+	allows("x>=1.0b1,<2", "2.0.dev1", 0);
+	allows("x<2.0rc2", "2.0rc1", 1);
+	/* >V leaves out V's post-releases unless V is one. */
+	allows("x>1.7", "1.7.post1", 0);
+	allows("x>1.7", "1.7.1", 1);
+	allows("x>1.7.post1", "1.7.post2", 1);
+	allows("x>1.7", "1.7+local", 0);
+	/* A pin allows its own text only. */
+	allows("x==1.26", "1.26", 1);
+	allows("x==1.26", "1.26.0", 0);
+	memset(big, '1', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	big[1] = '.';
+	allows("x>=1", big, 0);                    /* longer than any version: never */
 }
 
 static void test_duplicates(void)
@@ -196,6 +386,10 @@ int main(void)
 	CU_add_test(s, "too many items", test_too_many);
 	CU_add_test(s, "operators", test_operators);
 	CU_add_test(s, "duplicates after normalisation", test_duplicates);
+	CU_add_test(s, "unpinned items and constraints", test_unpinned);
+	CU_add_test(s, "a pin absorbs other constraints", test_pin_absorbs);
+	CU_add_test(s, "PEP 440 version order", test_version_order);
+	CU_add_test(s, "matching constraints", test_matching);
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	CU_basic_run_tests();
 	fails = CU_get_number_of_failures();
