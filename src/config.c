@@ -74,7 +74,7 @@ static int config_python_name(const cJSON *j, char *out, size_t n)
 		return -1;
 	if (out[0] == '\0' || out[0] == '/')
 		return 0;
-	return interp_parse_version(out, NULL, NULL, NULL) < 0 ? -1 : 0;
+	return interp_parse_name(out, NULL, NULL, NULL) < 0 ? -1 : 0;
 }
 
 static int config_pythons(struct config *c, const cJSON *j, const char *file, char *err, size_t errlen)
@@ -125,7 +125,7 @@ static int config_prewarm(struct config *c, const cJSON *j, const char *file, ch
 			} else if (strcmp(k->string, "python") == 0) {
 				if (config_python_name(k, p->python, sizeof(p->python)) < 0)
 					return config_fail(err, errlen, file,
-							   "\"prewarm\"[%zu].\"python\" must be \"3.11\", \"3.11.7\" or an absolute path",
+							   "\"prewarm\"[%zu].\"python\" must be a python name (\"3.11\", \"3.11.7\", \"py311\", \"python3.11\", \"python3\") or an absolute path",
 							   i);
 			} else {
 				return config_fail(err, errlen, file, "unknown key \"prewarm\"[%zu].\"%.64s\"",
@@ -151,7 +151,7 @@ static int config_key(struct config *c, const cJSON *j, const char *file, char *
 	if (strcmp(k, "default_python") == 0) {
 		if (config_python_name(j, c->default_python, sizeof(c->default_python)) < 0)
 			return config_fail(err, errlen, file,
-					   "\"default_python\" must be \"3.11\", \"3.11.7\" or an absolute path");
+					   "\"default_python\" must be a python name (\"3.11\", \"3.11.7\", \"py311\", \"python3.11\", \"python3\") or an absolute path");
 	} else if (strcmp(k, "job_timeout") == 0) {
 		if (config_num(j, 0.001, 1e9, 0, &d) < 0)
 			return config_fail(err, errlen, file, "\"job_timeout\" must be a number of seconds > 0");

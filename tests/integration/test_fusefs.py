@@ -433,7 +433,7 @@ class TestErrors(MountCase):
                           (errno.EACCES, errno.EPERM), name)
         self.assertIn(errno_of(lambda: os.open(self.p("stats"), os.O_WRONLY)),
                       (errno.EACCES, errno.EPERM))
-        self.check(errno.EACCES, lambda: os.mkdir(self.p("specs", "x")), "mkdir")
+        self.check(errno.EACCES, lambda: os.mkdir(self.p("specs", "-x")), "mkdir")
         self.check(errno.EACCES, lambda: os.unlink(os.path.join(self.ctx(), "stdout")), "rm")
 
     def test_bad_ctl_and_shm_names(self):
