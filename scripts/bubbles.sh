@@ -2,7 +2,9 @@
 # scripts/bubbles.sh - installs the bubbles the demo, tests and benchmarks
 # use, with the built CLI:
 #
-#   numpy==1.26.4 for 3.11 and 3.9,  numpy==2.2.6 for 3.11 and 3.13
+#   numpy==1.26.4 for 3.11, 3.10 and 3.9,  numpy==2.2.6 for 3.11 and 3.13,
+#   numpy==1.24.3 and 2.3.5 for 3.11 (the versions omnipkg 3.4.1's own
+#   daemon tests ask for: tests/integration/test_omnipkg_suite.py)
 #
 # Idempotent: a bubble that exists is left alone (and the CLI skips it too).
 # An interpreter that is not installed is skipped with a message.  pip's
@@ -32,6 +34,9 @@ WANT=(
 	"numpy==2.2.6 3.11"
 	"numpy==1.26.4 3.9"
 	"numpy==2.2.6 3.13"
+	"numpy==1.26.4 3.10"
+	"numpy==1.24.3 3.11"
+	"numpy==2.3.5 3.11"
 )
 
 # has_python X.Y: an interpreter of that minor version exists (pyenv first,
