@@ -4,9 +4,11 @@
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
@@ -224,49 +226,111 @@ int bench_write(const char *name, cJSON *rows)
 	return 0;
 }
 
-double *bench_unix_rtt(struct bench_stats *out)
+/* Pins the calling process to one CPU (cpu >= 0); -1 leaves it free. */
+static int bench_pin(int cpu)
 {
-	size_t n = bench_iters(20000, 2000);
+	cpu_set_t set;
+
+	if (cpu < 0)
+		return 0;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	return sched_setaffinity(0, sizeof set, &set) < 0 ? -errno : 0;
+}
+
+double *bench_unix_rtt_on(struct bench_stats *out, enum bench_place place)
+{
+	size_t n = bench_iters(20000, 2000), got_n = 0;
 	double *v = calloc(n, sizeof *v);
-	char msg[96] = { 0 }, back[96];
-	int sv[2];
+	char msg[BENCH_RTT_BYTES] = { 0 }, back[BENCH_RTT_BYTES];
+	int sv[2], me = -1, peer = -1, ok = 1;
 	pid_t pid;
 
+	memset(out, 0, sizeof *out);
+	if (place != BENCH_UNPINNED && sysconf(_SC_NPROCESSORS_ONLN) < (place == BENCH_CROSS_CORE ? 2 : 1)) {
+		free(v);
+		return NULL;
+	}
+	if (place == BENCH_SAME_CORE)
+		me = peer = 0;
+	else if (place == BENCH_CROSS_CORE)
+		me = 0, peer = 1;
 	if (!v || socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) {
 		free(v);
 		return NULL;
 	}
 	pid = fork();
-	if (pid == 0) {
+	if (pid < 0) {
 		close(sv[0]);
-		for (;;) {
-			ssize_t r = read(sv[1], back, sizeof back);
+		close(sv[1]);
+		free(v);
+		return NULL;
+	}
+	if (pid == 0) {
+		/* The echo side waits the way the daemon does: a blocking epoll. */
+		struct epoll_event ev = { .events = EPOLLIN }, got;
+		int ep = epoll_create1(0);
 
+		close(sv[0]);
+		if (bench_pin(peer) < 0 || ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, sv[1], &ev) < 0)
+			_exit(1);
+		for (;;) {
+			ssize_t r;
+
+			if (epoll_wait(ep, &got, 1, -1) < 0 && errno != EINTR)
+				_exit(1);
+			r = read(sv[1], back, sizeof back);
 			if (r <= 0 || write(sv[1], back, r) != r)
 				_exit(0);
 		}
 	}
 	close(sv[1]);
-	for (size_t i = 0; i < n + 100; i++) {
+	if (bench_pin(me) < 0)
+		ok = 0;
+	for (size_t i = 0; ok && i < n + 100; i++) {
 		double t0 = bench_now();
 		size_t got = 0;
 
 		if (write(sv[0], msg, sizeof msg) != sizeof msg)
-			break;
-		while (got < sizeof msg) {
+			ok = 0;
+		while (ok && got < sizeof msg) {
 			ssize_t r = read(sv[0], back, sizeof back - got);
 
 			if (r <= 0)
-				break;
-			got += r;
+				ok = 0;
+			else
+				got += r;
 		}
-		if (i >= 100)   /* warm-up discarded */
-			v[i - 100] = bench_now() - t0;
+		if (ok && i >= 100)   /* warm-up discarded */
+			v[got_n++] = bench_now() - t0;
 	}
 	close(sv[0]);
 	waitpid(pid, NULL, 0);
+	bench_pin_reset();
+	/* A row with a missing sample is an error, never a number. */
+	if (got_n != n) {
+		fprintf(stderr, "unix_socket_rtt: %zu of %zu round trips completed\n", got_n, n);
+		free(v);
+		return NULL;
+	}
 	*out = bench_stats(v, n);
 	return v;
+}
+
+double *bench_unix_rtt(struct bench_stats *out)
+{
+	return bench_unix_rtt_on(out, BENCH_UNPINNED);
+}
+
+void bench_pin_reset(void)
+{
+	cpu_set_t set;
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	CPU_ZERO(&set);
+	for (long i = 0; i < n && i < CPU_SETSIZE; i++)
+		CPU_SET(i, &set);
+	sched_setaffinity(0, sizeof set, &set);
 }
 
 int bench_daemon_start(const char *config_json)

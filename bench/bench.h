@@ -41,10 +41,20 @@ void bench_row_hist(cJSON *row, const double *v, size_t n);
  * omnipkgd version.  0 or -errno. */
 int bench_write(const char *name, cJSON *rows);
 
-/* The Unix-socket ping-pong round trip of this machine, measured now, with
- * the same payload size as a small request.  Returns the samples, sorted
- * (caller frees), or NULL; *out gets their statistics. */
+/* The Unix-socket ping-pong round trip of this machine, measured now, the
+ * way the hot path runs: BENCH_RTT_BYTES each way (a small exec request),
+ * the echo side waiting in a blocking epoll like the daemon.  place: both
+ * ends free (as the hot path runs), both on CPU 0, or on CPUs 0 and 1 (on
+ * a VM a cross-core wake-up costs tens of microseconds, a same-core one a
+ * few).  Returns the samples, sorted (caller frees), or NULL when any
+ * round trip failed (never statistics over missing samples); *out gets
+ * their statistics.  bench_unix_rtt is the unpinned one. */
+#define BENCH_RTT_BYTES 96
+enum bench_place { BENCH_UNPINNED, BENCH_SAME_CORE, BENCH_CROSS_CORE };
+double *bench_unix_rtt_on(struct bench_stats *out, enum bench_place place);
 double *bench_unix_rtt(struct bench_stats *out);
+/* Lets the calling process run on every CPU again. */
+void bench_pin_reset(void);
 
 /*
  * Starts omnipkgd (built beside the runner) on a private runtime dir with

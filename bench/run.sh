@@ -115,6 +115,7 @@ else
 		XDG_CONFIG_HOME="$PEER_HOME/.config" XDG_DATA_HOME="$PEER_HOME/.local/share" \
 		XDG_CACHE_HOME="$PEER_HOME/.cache" XDG_STATE_HOME="$PEER_HOME/.local/state" \
 		OMNIPKG_LANG=en OMNI_PEER_PIDFILE="$SANDBOX/daemon.pid" \
+		OMNI_OURS_PY="$PY" OMNI_OURS_HOME="${OMNIPKG_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/omnipkg}" \
 		timeout -k 10 "$((LIMIT + 300))" "$PEER_PY" bench/py/peer_omnipkg.py ||
 		{ say "peer_omnipkg.py failed (status $?)"; [ -f "$RESULTS/peer_omnipkg.json" ] ||
 		  "$PY" bench/py/common.py unavailable peer_omnipkg "its driver failed or timed out" omnipkg_hot_execute_shm; }

@@ -225,6 +225,102 @@ def descendants(pid):
     return out
 
 
+MEM_WORKERS = (1, 4, 16)
+MEM_CODE = ("import os, sys, numpy\n"
+            "result = {'pid': os.getpid(), 'modules': len(sys.modules), "
+            "'omnipkg_modules': len([m for m in sys.modules if m.startswith('omnipkg')])}")
+
+
+def memory_rows(prefix, n, worker_pids, other_pids, daemon_pid, note, modules=None):
+    """Rows for a pool of n idle numpy workers: the median worker's PSS,
+    the PSS of the helper processes (zygotes, or whatever else the system
+    keeps), the daemon's, and all of them together.  PSS divides each
+    shared page among the processes that map it, so a worker forked from a
+    zygote is charged its share of the zygote's pages and nothing is
+    counted twice or left out."""
+    def pss(pids):
+        return sum((smaps_rollup(p) or {"pss": 0})["pss"] for p in pids)
+    alive = [p for p in worker_pids if smaps_rollup(p)]
+    if not alive:
+        raise RuntimeError("none of the %d workers is alive" % n)
+    per = sorted(pss([p]) for p in alive)
+    other = pss(other_pids)
+    d = pss([daemon_pid])
+    extra = {"workers": n, "alive_workers": len(alive),
+             "processes": len(alive) + len(other_pids) + 1, "note": note}
+    if modules:     # what the workers had imported: [(modules, omnipkg modules)] per worker
+        extra["worker_modules"] = sorted(modules)
+    if len(alive) < n:
+        extra["note"] += "; only %d of %d workers were still running (the others were " \
+                         "evicted by the system's own worker limit)" % (len(alive), n)
+    return [value_row("%s_mem_%dw_worker_pss" % (prefix, n), per[len(per) // 2], "B", extra),
+            value_row("%s_mem_%dw_helpers_pss" % (prefix, n), other, "B", extra),
+            value_row("%s_mem_%dw_daemon_pss" % (prefix, n), d, "B", extra),
+            value_row("%s_mem_%dw_total_pss" % (prefix, n), sum(per) + other + d, "B", extra)]
+
+
+LOAD_CLIENTS = (1, 2, 8, 32)
+LOAD_WORKERS = (1, 8)
+
+
+def _load_child(make, tag, barrier, seconds, measure, q):
+    try:
+        call = make(tag)
+        call()                                   # connect and warm
+        barrier.wait(120)
+        v, n = [], 0
+        end = now() + seconds
+        while now() < end:
+            t0 = now()
+            call()
+            if measure:
+                v.append(now() - t0)
+            n += 1
+        q.put((n, v, None))
+    except Exception as e:
+        q.put((0, [], "%s: %s" % (type(e).__name__, e)))
+
+
+def load(make, clients, workers, seconds, measure_one=False):
+    """clients processes (forked), client i calling make("t%d" % (i % workers))()
+    in a loop for `seconds` after they all stand ready; returns (calls per
+    second over all, the samples of client 0 when measure_one).  make(tag)
+    runs in the child and returns a function making one checked call."""
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(clients)
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_load_child, args=(make, "t%d" % (i % workers), barrier, seconds,
+                                                   measure_one and i == 0, q))
+             for i in range(clients)]
+    for p in procs:
+        p.start()
+    got = [q.get(timeout=seconds + 180) for _ in procs]
+    for p in procs:
+        p.join(30)
+    errs = [e for _, _, e in got if e]
+    if errs:
+        raise RuntimeError("a load client failed: %s" % errs[0])
+    total = sum(n for n, _, _ in got)
+    samples = next((v for _, v, _ in got if v), [])
+    return total / seconds, samples
+
+
+def load_rows(prefix, make, seconds):
+    """Throughput with 1, 2, 8 and 32 clients over 1 and over 8 workers,
+    and the p99 of one client's hot call while 8 others hammer."""
+    rows = []
+    for w in LOAD_WORKERS:
+        for c in LOAD_CLIENTS:
+            rps, _ = load(make, c, w, seconds)
+            rows.append(value_row("%s_rps_%dc_%dw" % (prefix, c, w), rps, "req/s",
+                                  {"clients": c, "workers": w, "seconds": seconds}))
+    _, v = load(make, 9, 8, seconds, measure_one=True)
+    rows.append(row("%s_hot_under_load_8" % prefix, v,
+                    extra={"load": "8 other clients calling without pause, over 8 workers"}))
+    return rows
+
+
 def bare_interpreter_memory(python, imports, env=None):
     """smaps_rollup of a bare `python` that has run `imports` and sits idle
     (the baseline a worker's extra memory is measured over)."""

@@ -99,7 +99,8 @@ class Daemon:
             if self.proc.poll() is not None:
                 raise RuntimeError("omnipkgd exited (%s): %s" % (self.proc.returncode, self.log_head()))
             try:
-                DaemonClient(self.socket, timeout=5, auto_start=False).status()
+                if not DaemonClient(self.socket, timeout=5, auto_start=False).status()["success"]:
+                    raise ConnectionError("not answering yet")
                 if self.mount and not os.path.ismount(self.mount):
                     raise RuntimeError("omnipkgd answers but %s is not mounted: %s"
                                        % (self.mount, self.log_tail()))
@@ -123,7 +124,7 @@ class Daemon:
             return ""
 
     def client(self):
-        return DaemonClient(self.socket, timeout=120, auto_start=False)
+        return DaemonClient(self.socket, timeout=120, auto_start=False, raise_errors=True)
 
     def stop(self):
         if self.proc:
@@ -334,6 +335,37 @@ def memory(d, c, py):
     return rows
 
 
+def memory_scaling(c, d):
+    """common.memory_rows for 1, 4 and 16 numpy workers (one tag each)."""
+    rows = []
+    for n in common.MEM_WORKERS:
+        pids, mods = [], []
+        for i in range(n):
+            r = ok(c.execute(SPEC_A, common.MEM_CODE, python_exe="3.11", worker_tag="mem%d" % i))
+            pids.append(r["pid"])
+            mods.append([r["modules"], r["omnipkg_modules"]])
+        time.sleep(0.5)
+        st = ok(c.status())
+        helpers = [z["pid"] for z in st.get("zygotes", []) if z.get("pid")]
+        rows += common.memory_rows("ours", n, pids, helpers, d.proc.pid,
+                                   "workers forked from a zygote; helpers = the zygotes", mods)
+    for i in range(max(common.MEM_WORKERS)):
+        c.evict_worker(SPEC_A, "3.11", "mem%d" % i)
+    return rows
+
+
+def throughput(d):
+    def make(tag):
+        c = DaemonClient(d.socket, timeout=120, auto_start=False, raise_errors=True)
+
+        def call():
+            r = c.execute_shm(SPEC_A, "pass", {}, {}, python_exe="3.11", worker_tag=tag)
+            if r.get("status") != "COMPLETED":
+                raise RuntimeError("pass failed: %s" % r.get("error"))
+        return call
+    return common.load_rows("ours", make, 1.0 if common.quick() else 3.0)
+
+
 def main():
     rows = []
     pys = pythons()
@@ -364,6 +396,8 @@ def main():
         section(["cross_interpreter_pipeline"], cross, c, common.iters(1000, 100))
         section(["json_dict_roundtrip"], small_json, c, common.iters(3000, 300), hot)
         section(["daemon_rss", "worker_numpy_uss_over_bare"], memory, d, c, py)
+        section(["ours_mem_%dw_total_pss" % n for n in common.MEM_WORKERS], memory_scaling, c, d)
+        section(["ours_rps_1c_1w"], throughput, d)
         # After the memory rows: its workers keep 64 MB segments mapped.
         section(["array_pipeline_64MB"], array_pipeline, c, common.iters(20, 4))
         c.close()

@@ -318,6 +318,138 @@ def small_json(peer, n):
     return rows
 
 
+def memory_scaling(peer):
+    """common.memory_rows for 1, 4 and 16 numpy workers (one worker_tag each)."""
+    rows = []
+    tags = []
+    for n in common.MEM_WORKERS:
+        pids, mods = [], []
+        for i in range(n):
+            tag = "mem%d" % i
+            if tag not in tags:
+                tags.append(tag)
+            r = peer.call(SPEC_A, common.MEM_CODE, worker_tag=tag)
+            pids.append(r["pid"])
+            mods.append([r["modules"], r["omnipkg_modules"]])
+        time.sleep(0.5)
+        peer.remember()
+        others = [p for p in common.descendants(peer.proc.pid) if p not in pids]
+        rows += common.memory_rows("omnipkg", n, pids, others, peer.proc.pid,
+                                   "fresh interpreters; helpers = every other process under its "
+                                   "daemon (idle pool, watchers)", mods)
+    for tag in tags:
+        try:
+            peer.client._send({"type": "evict_worker", "spec": SPEC_A,
+                               "python_exe": wd._resolve_python_exe(None), "worker_tag": tag})
+        except Exception:
+            pass
+    return rows
+
+
+def throughput(peer):
+    def make(tag):
+        c = wd.DaemonClient(auto_start=False, timeout=CALL_TIMEOUT)
+
+        def call():
+            r = c.execute_shm(SPEC_A, "pass", {}, {}, worker_tag=tag)
+            if not isinstance(r, dict) or r.get("status") != "COMPLETED":
+                raise RuntimeError("pass failed: %s" % (r.get("error") if isinstance(r, dict) else r))
+        return call
+    rows = common.load_rows("omnipkg", make, 1.0 if common.quick() else 3.0)
+    peer.remember()
+    return rows
+
+
+# --------------------------------------------------------- interleaved duel
+
+DUEL_CODE = {"hot": "pass", "json": "import json\nprint(json.dumps(arr_in, sort_keys=True))"}
+
+
+class Agent:
+    """bench/py/agent_ours.py in a child process: our daemon and client,
+    driven batch by batch."""
+
+    def __init__(self):
+        py = os.environ.get("OMNI_OURS_PY")
+        if not py:
+            raise RuntimeError("OMNI_OURS_PY (our Python) not set by bench/run.sh")
+        env = dict(os.environ, OMNI_AGENT_PYTHON="3.11",
+                   PYTHONPATH=os.path.join(common.REPO, "src", "python"))
+        if os.environ.get("OMNI_OURS_HOME"):
+            env["OMNIPKG_HOME"] = os.environ["OMNI_OURS_HOME"]
+        for k in ("OMNIPKG_DAEMON_CHILD", "OMNIPKG_IS_DAEMON_WORKER"):
+            env.pop(k, None)
+        self.proc = subprocess.Popen([py, os.path.join(os.path.dirname(__file__), "agent_ours.py")],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                                     text=True, start_new_session=True)
+
+    def ask(self, case, n=0):
+        self.proc.stdin.write(json.dumps({"case": case, "n": n}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("our agent exited (status %s)" % self.proc.poll())
+        out = json.loads(line)
+        if "error" in out:
+            raise RuntimeError("our side failed: %s" % out["error"])
+        return out
+
+    def close(self):
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(30)
+        except (OSError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            self.proc.wait(5)
+
+
+def duel_call(peer, case):
+    if case == "hot":
+        r = peer.client.execute_shm(SPEC_A, DUEL_CODE["hot"], {}, {})
+        expect(isinstance(r, dict) and r.get("status") == "COMPLETED", "pass failed: %r" % (r,))
+    else:
+        r = peer.client.execute_smart(SPEC_A, DUEL_CODE["json"], data=PAYLOAD)
+        expect(r.get("success") and r.get("transport") == "JSON" and json.loads(r["result"]) == PAYLOAD,
+               "execute_smart JSON round trip wrong: %r" % (r,))
+
+
+def duel(peer, rounds, batch, warm):
+    """omnipkg 3.4.1's client and ours, both Python, the same calls (
+    execute_shm(spec, "pass", {}, {}) and execute_smart(spec, code,
+    data=dict)) on the same spec and Python 3.11, the same warm-up,
+    alternating batches: omnipkg, ours, omnipkg, ours..."""
+    agent = Agent()
+    try:
+        agent.ask("warm", warm)
+        for case in DUEL_CODE:
+            for _ in range(warm):
+                duel_call(peer, case)
+        got = {(case, side): [] for case in DUEL_CODE for side in ("omnipkg", "ours")}
+        for _ in range(rounds):
+            for case in DUEL_CODE:
+                v = got[(case, "omnipkg")]
+                for _ in range(batch):
+                    t0 = common.now()
+                    duel_call(peer, case)
+                    v.append(common.now() - t0)
+                got[(case, "ours")].extend(agent.ask(case, batch)["v"])
+    finally:
+        agent.close()
+    rows = []
+    extra = {"interleaved": "%d rounds of %d calls per side" % (rounds, batch), "warm_up": warm,
+             "client": "Python, both", "spec": SPEC_A, "python": "3.11"}
+    for case, label in (("hot", "duel_hot_execute_shm"), ("json", "duel_json_execute_smart")):
+        ours_v = got[(case, "ours")]
+        o = common.row(label + "_ours", ours_v, extra=dict(extra, code=DUEL_CODE[case]))
+        rows.append(o)
+        rows.append(common.row(label + "_omnipkg", got[(case, "omnipkg")],
+                               ref=(label + "_ours", o["p50"]), extra=dict(extra, code=DUEL_CODE[case])))
+    return rows
+
+
 def main():
     q = common.quick()
     rows = []
@@ -367,11 +499,17 @@ def main():
         section(["omnipkg_cross_interpreter_pipeline"], 240, cross, peer, common.iters(100, 10))
         section(["omnipkg_array_pipeline_64MB"], 300, array_pipeline, peer, common.iters(10, 3))
         section(["omnipkg_daemon_rss", "omnipkg_worker_uss_over_bare"], 60, memory, peer)
+        section(["omnipkg_mem_%dw_total_pss" % n for n in common.MEM_WORKERS], 240,
+                memory_scaling, peer)
+        section(["omnipkg_rps_1c_1w"], 300, throughput, peer)
         for size, label in SIZES:
             nrun = {"1MB": common.iters(100, 10), "64MB": common.iters(15, 3), "1GB": common.iters(3, 1)}[label]
             section(["omnipkg_zero_copy_%s" % label], 240 if label == "1GB" else 120,
                     lambda s=size, lb=label, k=nrun: [transfer(peer, s, lb, k)])
         section(["omnipkg_json_execute_smart"], 120, small_json, peer, common.iters(500, 60))
+        section(["duel_hot_execute_shm_ours", "duel_hot_execute_shm_omnipkg",
+                 "duel_json_execute_smart_ours", "duel_json_execute_smart_omnipkg"], 300,
+                duel, peer, common.iters(20, 4), common.iters(100, 25), 200)
     finally:
         peer.stop()
     common.write("peer_omnipkg", rows, versions)
