@@ -290,6 +290,12 @@ def main():
          "effect, not a ratio to a floor", None, None, "cmd_import_numpy_omnipkg_exec",
          "cmd_import_numpy_python_c")
     w("")
+    fc = x.get("omnipkg_first_call")
+    if fc is not None and "home_initialised" in fc:
+        w("omnipkg 3.4.1's first call and start-up depend on its home: on first use it builds package "
+          "caches there (tens of seconds on a fresh machine). In this run its home was %s."
+          % ("already initialised (the fast case)" if fc["home_initialised"] else "new (the slow case)"))
+        w("")
     tn = x.get("omnipkg_json_true_none_roundtrip_ok")
     if tn is not None:
         w("omnipkg 3.4.1's `execute_smart` JSON path with `True`/`None` in the data: %s. "

@@ -455,6 +455,11 @@ def main():
     rows = []
     versions = {"omnipkg": getattr(wd, "__version__", None) or _omnipkg_version(),
                 "numpy(client)": np.__version__}
+    # Its first call is fast or very slow depending on whether its home
+    # already holds the package caches it builds on first use (a fresh
+    # machine: tens of seconds); say which this run was.
+    cond = {"home_initialised": os.path.isdir(os.path.join(os.path.expanduser("~"), ".config",
+                                                             "omnipkg"))}
     peer = Peer()
 
     def section(names, seconds, fn, *args):
@@ -483,14 +488,14 @@ def main():
                 rows.append(common.unavailable(nm, "its daemon did not start: %s" % e))
             common.write("peer_omnipkg", rows, versions)
             return 0
-        rows.append(common.value_row("omnipkg_daemon_start", t_sock, "s"))
+        rows.append(common.value_row("omnipkg_daemon_start", t_sock, "s", cond))
 
         def first_call():
             t0 = common.now()
             r = peer.call(SPEC_A, VERSION_CODE)
             dt = common.now() - t0
             expect(r.get("ver") == VER_A, "numpy %r" % r.get("ver"))
-            return [common.value_row("omnipkg_first_call", dt, "s")]
+            return [common.value_row("omnipkg_first_call", dt, "s", cond)]
 
         section(["omnipkg_first_call"], CALL_TIMEOUT, first_call)
         section(["omnipkg_hot_execute_shm"], 120, hot, peer, common.iters(2000, 300))
