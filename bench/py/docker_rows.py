@@ -354,7 +354,7 @@ class Bench:
         info = self.engine.call("GET", "/info")
         v["docker_storage"] = "%s, cgroup v%s (%s driver)" % (info.get("Driver"), info.get("CgroupVersion", "1"),
                                                               info.get("CgroupDriver"))
-        v["dockerd"] = "started by the bench (bench/docker_setup.sh)" if self.started else "already running, left alone"
+        v["dockerd"] = "started by bench/docker_setup.sh" if self.started else "already running, left alone"
         img = self.engine.call("GET", "/images/%s/json" % self.image)
         v["docker_image"] = "%s %s, %.0f MB: %s" % (self.image, img["Id"][7:19], img.get("Size", 0) / 1e6,
                                                    ((img.get("Config") or {}).get("Labels") or {}).get(LABEL + ".source", ""))
