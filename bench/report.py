@@ -25,6 +25,9 @@ CLAIMS = {   # the seed document's numbers, quoted as claims
     "hot": ("~2 ms", 2e-3), "cold": ("~300 ms", 0.3), "mem": ("~330 MB", 330e6),
     "shm1": ("~14 ms", 14e-3), "json": ("~10 ms", 10e-3),
 }
+DOCKER_CLAIMS = {   # the seed's Docker column, quoted as claims
+    "hot": "~50 ms (\"best case API\")", "cold": "~2000 ms+", "mem": "~600 MB+ (\"Duplicated Kernel Space\")",
+}
 
 
 def load(results):
@@ -181,6 +184,100 @@ def gnuplot(script, results, png, files, titles):
     return png
 
 
+# ---------------------------------------------------------------- Docker
+
+def docker_section(w, x, docs):
+    """The seed table's third column (bench/py/docker_rows.py): its claims
+    beside Docker and ours measured in the same run, like for like."""
+    w("## Docker (the seed's third column)")
+    w("")
+    w("The seed's table puts omnipkg's daemon beside \"a Docker container\": hot execution %s against "
+      "%s, cold start %s against %s, memory %s against %s. Those are its claims, quoted; the rest of this "
+      "section is measured in this run." % (DOCKER_CLAIMS["hot"], CLAIMS["hot"][0], DOCKER_CLAIMS["cold"],
+                                            CLAIMS["cold"][0], DOCKER_CLAIMS["mem"], CLAIMS["mem"][0]))
+    w("")
+    doc = docs.get("docker_rows")
+    if doc is None or not any(r.get("status") != "unavailable" for r in doc.get("rows", [])):
+        why = x.why("dk_hot_docker_exec_api")
+        w("**Docker column unavailable:** %s" % cell_text(why or "bench/py/docker_rows.py did not run", 400))
+        w("")
+        return
+    vers = (doc.get("machine", {}).get("versions") or {})
+    d = vers.get("docker_details") or {}
+    w("Compared: Docker %s with %s, containerd %s, runc %s (dockerd %s; every container `--network none`), image %s "
+      "— beside omnipkgd's workers on the host's `/usr/bin/python3.11` with the host's Debian python3-numpy. "
+      "Inside the container: %s. On the host: %s. Our worker: %s.%s Both sides are driven from one Python "
+      "process, their series interleaved in batches (the order rotating each round) so that drift hits both; "
+      "every call's answer is checked (exit status, or the numpy version printed or returned)."
+      % (vers.get("docker", "?"), d.get("docker_storage", "?"), d.get("containerd", "?"), d.get("runc", "?"),
+         d.get("dockerd", "?"), d.get("docker_image", "?"), d.get("inside_container", "?"),
+         d.get("outside_host", "?"), d.get("ours_worker", "?"),
+         (" Debian package versions that differ: %s." % d["package_revisions_differ"])
+         if d.get("package_revisions_differ") else ""))
+    w("")
+    diff = next((r.get("differs") for r in doc.get("rows", []) if r.get("differs")), None)
+    if diff:
+        w("**Not the same software inside and outside:** %s" % cell_text(diff, 400))
+        w("")
+    w("| row | seed: Docker | Docker, measured | seed: omnipkg | ours, measured | Docker / ours |")
+    w("|---|---|---|---|---|---|")
+
+    def line(label, dclaim, dk, oclaim, ours, with_ratio=True, note=None):
+        dv, ov = x.p50(dk) if dk else None, x.p50(ours) if ours else None
+        w("| %s | %s | %s | %s | %s | %s |" % (
+            label, dclaim or "—", x.cell(dk) if dk else "—", oclaim or "—", x.cell(ours) if ours else "—",
+            note if note else (ratio(dv, ov) if with_ratio else "—")))
+
+    line("hot exec `pass` through the API: Engine API exec create + start, its stream read to the end "
+         "(from Python, `http.client` on the Unix socket), vs `DaemonClient.execute(\"base\", \"pass\")`",
+         DOCKER_CLAIMS["hot"], "dk_hot_docker_exec_api", CLAIMS["hot"][0], "dk_hot_ours_python_client")
+    line("hot exec `pass`, CLI: `docker exec C python3 -c pass` vs `omnipkg exec --spec base -c pass` "
+         "(whole processes)", None, "dk_hot_docker_exec_cli", None, "dk_hot_ours_cli")
+    line("run code that uses numpy, hot, API: `docker exec` starts a fresh python3 that imports numpy every "
+         "time; our warm worker imported it on an earlier call", None, "dk_numpy_docker_exec_api", None,
+         "dk_numpy_ours_warm_worker", note="not the same work (a cache effect)")
+    line("the same through the CLIs", None, "dk_numpy_docker_exec_cli", None, "dk_numpy_ours_cli",
+         note="not the same work (a cache effect)")
+    line("cold start, `pass`: `docker run --rm --network none` vs `run_once` (a fresh worker forked from the "
+         "interpreter's warm zygote, gone afterwards)", DOCKER_CLAIMS["cold"], "dk_cold_docker_run_pass",
+         CLAIMS["cold"][0], "dk_cold_ours_new_worker_pass")
+    line("cold start, `import numpy`: the same two, importing numpy", DOCKER_CLAIMS["cold"],
+         "dk_cold_docker_run_numpy", CLAIMS["cold"][0], "dk_cold_ours_new_worker_numpy")
+    line("cold start of the whole system: omnipkgd started + its first answer (`pass`); dockerd was already "
+         "running for every `docker run` above", None, None, None, "dk_cold_ours_daemon_start_first_call")
+    line("memory of one idle instance (numpy imported): the container's python3 vs our worker, PSS",
+         None, "dk_docker_mem_1w_worker_pss", None, "dk_ours_mem_1w_worker_pss")
+    cu, sh = x.p50("dk_docker_mem_1w_cgroup_usage"), x.p50("dk_docker_mem_1w_shim_pss")
+    w("| one container's own footprint: its memory cgroup's usage (anon %s, page cache charged to it "
+      "%s) + its containerd-shim's PSS; our workers have no per-worker helper | — | %s | — | — | — |" % (
+          x.cell("dk_docker_mem_1w_cgroup_anon"), x.cell("dk_docker_mem_1w_cgroup_file"),
+          "%s + %s = %s" % (b(cu), b(sh), b(cu + sh)) if cu is not None and sh is not None
+          else x.cell("dk_docker_mem_1w_cgroup_usage")))
+    dd, cd = x.p50("dk_docker_mem_1w_daemon_pss"), x.p50("dk_docker_mem_containerd_pss")
+    od, oz = x.p50("dk_ours_mem_1w_daemon_pss"), x.p50("dk_ours_mem_1w_helpers_pss")
+    w("| the daemons, once: dockerd + containerd vs omnipkgd + its zygote, PSS | — | %s | — | %s | %s |" % (
+        "%s + %s = %s" % (b(dd), b(cd), b(dd + cd)) if dd is not None and cd is not None else x.cell("dk_docker_mem_1w_daemon_pss"),
+        "%s + %s = %s" % (b(od), b(oz), b(od + oz)) if od is not None and oz is not None else x.cell("dk_ours_mem_1w_daemon_pss"),
+        ratio(dd + cd, od + oz) if None not in (dd, cd, od, oz) else "—"))
+    for n in (1, 4, 16):
+        if x.rows.get("dk_docker_mem_%dw_total_pss" % n) is None and n > 1:
+            continue
+        line("memory, all processes with %d idle instance%s (total PSS)" % (n, "s" if n > 1 else ""),
+             DOCKER_CLAIMS["mem"] if n == 1 else None, "dk_docker_mem_%dw_total_pss" % n,
+             CLAIMS["mem"][0] if n == 1 else None, "dk_ours_mem_%dw_total_pss" % n)
+    w("")
+    w("*Docker / ours* is Docker's p50 (or memory) divided by ours: above 1× Docker is slower (or larger); "
+      "it is given only where both sides do the same work. References beside them on the host, no container: "
+      "a fresh `python3 -c pass` %s, a fresh `python3 -c \"import numpy\"` %s, a bare interpreter that "
+      "imported numpy %s PSS. The seed does not say what its memory figures count; they are set beside "
+      "the one-instance totals. The Engine API row stops its clock when the exec's stream ends (the process "
+      "has exited) and reads the exit code afterwards, Docker's best case; the CLI does both. PSS charges "
+      "every shared page to the processes mapping it in equal shares; a container's cgroup is charged only "
+      "the page cache its processes read first." % (
+          x.cell("dk_hot_host_python_c"), x.cell("dk_numpy_host_python_c"), x.cell("dk_host_bare_python_numpy_pss")))
+    w("")
+
+
 # ---------------------------------------------------------------- report
 
 def main():
@@ -313,6 +410,8 @@ def main():
       "RTT in this file uses it. Beside it in the same run: unpinned %s, same core %s."
       % (96, x.cell("unix_socket_rtt_unpinned"), x.cell("unix_socket_rtt_same_core")))
     w("")
+
+    docker_section(w, x, docs)
 
     # --- memory, like for like
     w("## Memory of a pool of idle numpy workers (PSS)")
@@ -484,6 +583,11 @@ def main():
     w("- Python rows: `bench/py/ours.py` (stdlib DaemonClient, CLI, FUSE, swap, pipeline, memory, JSON), "
       "`bench/py/floors.py` (multiprocessing forkserver), `bench/py/peer_omnipkg.py` (omnipkg 3.4.1).")
     w("- Whole commands: hyperfine (`--export-json`), converted by `bench/py/hyperfine_rows.py`.")
+    w("- Docker: `bench/docker_setup.sh` installs docker.io and debootstrap from apt if missing, starts "
+      "dockerd (overlay2, no bridge, no iptables rules) unless one answers, and builds the image "
+      "`omnibench-py:bookworm` once with `debootstrap --variant=minbase --include=python3,python3-numpy "
+      "bookworm` from the mirror apt uses and `docker import` (no registry); `bench/py/docker_rows.py` "
+      "drives the CLI and the Engine API; the dockerd the setup started is stopped by pid at the end.")
     w("- omnipkg 3.4.1 is installed with pip into `.venv-bench/` (pinned `omnipkg==3.4.1`, plus numpy "
       "for its client and workers; a numpy 2.2.6 bubble is made with `pip install --target` in its "
       "`.omnipkg_versions` directory, and venvs for Python 3.9 and 3.13 serve its cross-interpreter hops). "

@@ -7,7 +7,8 @@
 # Builds nothing (make bench has already configured, built and made the
 # bubbles); prepares the peers (bench/setup_peers.sh, idempotent), then runs
 # the C runner, the Python drivers (ours, the stdlib floor, omnipkg 3.4.1
-# in a private sandbox), hyperfine over whole commands, and bench/report.py.
+# in a private sandbox), Docker beside ours (bench/docker_setup.sh, then
+# bench/py/docker_rows.py), hyperfine over whole commands, and bench/report.py.
 # Every stage is time-limited; a stage that fails leaves its rows marked
 # unavailable and the suite goes on.  All results share one run id
 # ($OMNI_BENCH_RUN), which the report checks.
@@ -54,8 +55,11 @@ say "run $OMNI_BENCH_RUN${QUICK:+ (QUICK=$QUICK)}, results in $RESULTS"
 # Everything started below is stopped on the way out, by pid.
 SANDBOX=""
 DAEMON_PID=""
+DOCKER_STATE=$RESULTS/tmp/docker
 cleanup() {
 	local p
+	# The dockerd bench/docker_setup.sh started (its pid file), if any.
+	[ -d "$DOCKER_STATE" ] && bash bench/docker_setup.sh --stop "$DOCKER_STATE"
 	if [ -n "$DAEMON_PID" ]; then
 		kill -TERM "$DAEMON_PID" 2>/dev/null
 		sleep 0.5
@@ -122,6 +126,21 @@ else
 	cleanup
 	SANDBOX=""
 fi
+
+# --- Docker: the seed table's third column -----------------------------------
+# The setup installs docker.io and debootstrap if missing, starts dockerd if
+# none answers (its pid in $DOCKER_STATE/dockerd.pid) and builds the image
+# once; when Docker cannot run it writes the reason to
+# $DOCKER_STATE/unavailable, which the driver turns into unavailable rows.
+say "Docker: bench/docker_setup.sh"
+timeout -k 10 1500 bash bench/docker_setup.sh "$DOCKER_STATE" ||
+	{ rc=$?; say "docker_setup failed (status $rc)"; [ -f "$DOCKER_STATE/unavailable" ] ||
+	  echo "bench/docker_setup.sh failed or timed out (status $rc)" >"$DOCKER_STATE/unavailable"; }
+say "Docker rows: bench/py/docker_rows.py"
+timeout -k 10 "$LIMIT" "$PY" bench/py/docker_rows.py "$DOCKER_STATE" ||
+	{ say "docker_rows.py failed (status $?)"; [ -f "$RESULTS/docker_rows.json" ] ||
+	  "$PY" bench/py/common.py unavailable docker_rows "its driver failed or timed out" dk_hot_docker_exec_api; }
+bash bench/docker_setup.sh --stop "$DOCKER_STATE"
 
 # --- whole commands (hyperfine) ---------------------------------------------
 say "whole commands: hyperfine"
