@@ -47,7 +47,9 @@ struct core *core_new(const struct core_ctx *ctx, char *err, size_t errlen)
 		free(c);
 		return NULL;
 	}
-	if ((r = cgroup_init(c->cgroup, sizeof c->cgroup)) < 0) {
+	if (!ctx->cfg->cgroups) {
+		logx(LOGX_INFO, "cgroups off (config): what jobs leave running is found through /proc");
+	} else if ((r = cgroup_init(c->cgroup, sizeof c->cgroup)) < 0) {
 		logx(LOGX_INFO, "no cgroup for workers (%s): what jobs leave running is found "
 		     "through /proc", strerror(-r));
 		c->cgroup[0] = 0;
