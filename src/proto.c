@@ -535,6 +535,17 @@ int proto_decode(const char *payload, size_t plen, cJSON **out, uint64_t *id,
 	return op;
 }
 
+cJSON *proto_reply_ok(void)
+{
+	cJSON *r = cJSON_CreateObject();
+
+	if (r && !cJSON_AddBoolToObject(r, "ok", 1)) {
+		cJSON_Delete(r);
+		return NULL;
+	}
+	return r;
+}
+
 cJSON *proto_reply_error(int err, int reason, const char *fmt, ...)
 {
 	cJSON *r = cJSON_CreateObject();

@@ -212,6 +212,10 @@ int proto_utf8_valid(const char *s, size_t n);
  * exact for strings, objects and arrays of them. */
 size_t proto_json_size(const cJSON *item);
 
+/* A successful reply: {"ok": true}, for the caller to add to.  Caller
+ * owns it; NULL when out of memory. */
+cJSON *proto_reply_ok(void);
+
 /*
  * A failed reply, the one builder of them all: {"ok": false, "error":
  * <text>, "errno": err (when not 0), "reason": <the name of reason, an

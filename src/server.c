@@ -88,7 +88,6 @@ struct pending {
 };
 
 static void conn_close(struct conn *c);
-static cJSON *ok_reply(void);
 static void conn_io(struct loop *l, int fd, uint32_t ev, void *ud);
 static void conn_sync(struct conn *c);
 
@@ -344,7 +343,7 @@ static void op_shm_create(struct conn *c, uint64_t id, const cJSON *req)
 	shm_set_meta(shm, g.name, cJSON_IsString(dtype) ? norm : NULL, shape_text);
 	free(shape_text);
 	shm_stat(shm, g.name, &g);
-	r = ok_reply();
+	r = proto_reply_ok();
 	cJSON_AddItemToObject(r, "segment", segment_json(&g, shm, c->owner));
 	conn_reply(c, id, r);
 }
@@ -360,7 +359,7 @@ static int list_segment(const struct shm_info *g, void *ud)
 
 static void op_shm_list(struct conn *c, uint64_t id)
 {
-	cJSON *r = ok_reply(), *a = cJSON_AddArrayToObject(r, "segments");
+	cJSON *r = proto_reply_ok(), *a = cJSON_AddArrayToObject(r, "segments");
 	void *ud[2] = { c, a };
 
 	shm_list(core_shm(c->srv->ctx.core), list_segment, ud);
@@ -386,7 +385,7 @@ static void op_shm_remove(struct conn *c, uint64_t id, const cJSON *req)
 				  "%d job(s); remove it when they end", name, g.leases);
 	if (rc < 0)
 		return conn_error(c, id, -rc, NOSEGMENT, "shm_remove: %s", strerror(-rc));
-	conn_reply(c, id, ok_reply());
+	conn_reply(c, id, proto_reply_ok());
 }
 
 static void op_cancel(struct conn *c, uint64_t id, const cJSON *req)
@@ -400,20 +399,12 @@ static void op_cancel(struct conn *c, uint64_t id, const cJSON *req)
 	if (!pd || core_cancel(c->srv->ctx.core, pd->job) < 0)
 		return conn_error(c, id, ENOENT, BADARG,
 				  "cancel: no job of this connection runs or waits with that id");
-	conn_reply(c, id, ok_reply());
-}
-
-static cJSON *ok_reply(void)
-{
-	cJSON *r = cJSON_CreateObject();
-
-	cJSON_AddBoolToObject(r, "ok", 1);
-	return r;
+	conn_reply(c, id, proto_reply_ok());
 }
 
 static void op_hello(struct conn *c, uint64_t id)
 {
-	cJSON *r = ok_reply();
+	cJSON *r = proto_reply_ok();
 
 	cJSON_AddStringToObject(r, "daemon", "omnipkgd");
 	cJSON_AddStringToObject(r, "version", OMNI_VERSION);
@@ -437,7 +428,7 @@ static void op_status(struct conn *c, uint64_t id)
 
 static void op_workers(struct conn *c, uint64_t id)
 {
-	cJSON *r = ok_reply();
+	cJSON *r = proto_reply_ok();
 
 	cJSON_AddItemToObject(r, "workers", core_workers_json(c->srv->ctx.core));
 	conn_reply(c, id, r);
@@ -445,7 +436,7 @@ static void op_workers(struct conn *c, uint64_t id)
 
 static void op_pythons(struct conn *c, uint64_t id)
 {
-	cJSON *r = ok_reply();
+	cJSON *r = proto_reply_ok();
 
 	cJSON_AddItemToObject(r, "pythons", core_pythons_json(c->srv->ctx.core));
 	conn_reply(c, id, r);
@@ -465,7 +456,7 @@ static int list_one(const char *tag, const char *name, const char *version, cons
 
 static void op_list(struct conn *c, uint64_t id)
 {
-	cJSON *r = ok_reply(), *a = cJSON_AddArrayToObject(r, "bubbles");
+	cJSON *r = proto_reply_ok(), *a = cJSON_AddArrayToObject(r, "bubbles");
 
 	bubble_list(core_home(c->srv->ctx.core), list_one, a);
 	conn_reply(c, id, r);
@@ -476,7 +467,7 @@ static void op_shutdown(struct conn *c, uint64_t id)
 	struct server *s = c->srv;
 
 	logx(LOGX_INFO, "shutdown requested by a client (pid %d)", (int)c->pid);
-	conn_reply(c, id, ok_reply());
+	conn_reply(c, id, proto_reply_ok());
 	if (s->ctx.on_shutdown)
 		s->ctx.on_shutdown(s->ctx.ud);
 }
