@@ -206,7 +206,8 @@ OMNI_API int omni_shm_unmap(void *addr, size_t len);   /* addr NULL: nothing */
 	X(SPAWN,    16, "spawn",     SYSTEM) /* the worker could not start */          \
 	X(SHUTDOWN, 17, "shutdown",  SYSTEM) /* the daemon is stopping */              \
 	X(NOMEM,    18, "nomem",     SYSTEM) /* out of memory or descriptors */ \
-	X(LEASED,   19, "leased",    REFUSED) /* a job uses that segment */
+	X(LEASED,   19, "leased",    REFUSED) /* a job uses that segment */          \
+	X(MEMORY,   20, "memory",    JOB)    /* the worker went over max_memory_mb */
 
 enum omni_reason {
 	OMNI_REASON_NONE = 0,

@@ -227,14 +227,38 @@ static int bind_ok(const cJSON *b, char *err, size_t errlen)
 	return 0;
 }
 
+/* Hands r to the core; the reply goes to id when it comes. */
+static void conn_submit(struct conn *c, uint64_t id, struct job_req *r)
+{
+	struct pending *pd;
+	uint64_t job;
+
+	r->owner = c->owner;
+	pd = malloc(sizeof *pd);
+	if (!pd)
+		return conn_error(c, id, ENOMEM, NOMEM, "out of memory");
+	*pd = (struct pending){ .c = c, .id = id, .next = c->pend };
+	if (c->pend)
+		c->pend->prev = pd;
+	c->pend = pd;
+	c->inflight++;
+	c->jobs++;
+	job = core_submit(c->srv->ctx.core, r, job_done, pd);
+	/* The reply may have come already (pd is gone then). */
+	for (pd = c->pend; pd; pd = pd->next)
+		if (pd->id == id && pd->job == 0) {
+			pd->job = job;
+			break;
+		}
+}
+
 static void op_exec(struct conn *c, uint64_t id, const cJSON *req)
 {
 	static struct array_desc arrays[ARRAYS_MAX];   /* the loop is single-threaded */
-	struct job_req r = { 0 };
-	const cJSON *t = cJSON_GetObjectItemCaseSensitive(req, "timeout");
+	struct job_req r = { .kind = JOB_KIND_EXEC };
 	const cJSON *b = cJSON_GetObjectItemCaseSensitive(req, "bind");
-	struct pending *pd;
-	uint64_t job;
+	const cJSON *t = cJSON_GetObjectItemCaseSensitive(req, "timeout");
+	const cJSON *mem = cJSON_GetObjectItemCaseSensitive(req, "max_memory_mb");
 	char err[512];
 	int n;
 
@@ -243,11 +267,12 @@ static void op_exec(struct conn *c, uint64_t id, const cJSON *req)
 	r.python = arg_str(req, "python");
 	r.tag = arg_str(req, "tag");
 	r.once = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(req, "once"));
-	if (cJSON_IsNumber(t)) {
-		if (!(t->valuedouble > 0 && t->valuedouble <= 7 * 86400))
-			return conn_error(c, id, EINVAL, BADARG, "exec: \"timeout\" must be seconds in (0, 604800]");
+	r.pin = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(req, "pin"));
+	/* Numbers are in their ranges: proto_decode checked them. */
+	if (cJSON_IsNumber(t))
 		r.timeout = t->valuedouble;
-	}
+	if (cJSON_IsNumber(mem))
+		r.max_memory_mb = mem->valuedouble;
 	n = arrays_parse(cJSON_GetObjectItemCaseSensitive(req, "arrays"), arrays, ARRAYS_MAX, err,
 			 sizeof err);
 	if (n < 0)
@@ -259,23 +284,27 @@ static void op_exec(struct conn *c, uint64_t id, const cJSON *req)
 			return conn_error(c, id, EINVAL, BADARG, "%s", err);
 		r.bind = b;
 	}
-	r.owner = c->owner;
-	pd = malloc(sizeof *pd);
-	if (!pd)
-		return conn_error(c, id, ENOMEM, NOMEM, "out of memory");
-	*pd = (struct pending){ .c = c, .id = id, .next = c->pend };
-	if (c->pend)
-		c->pend->prev = pd;
-	c->pend = pd;
-	c->inflight++;
-	c->jobs++;
-	job = core_submit(c->srv->ctx.core, &r, job_done, pd);
-	/* The reply may have come already (pd is gone then). */
-	for (pd = c->pend; pd; pd = pd->next)
-		if (pd->id == id && pd->job == 0) {
-			pd->job = job;
-			break;
-		}
+	conn_submit(c, id, &r);
+}
+
+static void op_evict(struct conn *c, uint64_t id, const cJSON *req)
+{
+	struct job_req r = { .kind = JOB_KIND_EVICT, .spec = arg_str(req, "spec"),
+			     .python = arg_str(req, "python"), .tag = arg_str(req, "tag") };
+
+	conn_submit(c, id, &r);
+}
+
+static void op_idle_config(struct conn *c, uint64_t id, const cJSON *req)
+{
+	const cJSON *n = cJSON_GetObjectItemCaseSensitive(req, "count");
+	struct job_req r = { .kind = JOB_KIND_IDLE, .python = arg_str(req, "python") };
+
+	/* proto_decode made count an integer in range, given beside python. */
+	if (!cJSON_IsNumber(n))
+		return conn_reply(c, id, core_idle_config(c->srv->ctx.core));
+	r.idle_count = (int)n->valuedouble;
+	conn_submit(c, id, &r);
 }
 
 static cJSON *segment_json(const struct shm_info *g, const struct shm *shm, uint64_t me)
@@ -495,6 +524,8 @@ static void conn_request(struct conn *c, const char *pl, size_t len)
 	case PROTO_OP_SHM_CREATE: op_shm_create(c, id, req); break;
 	case PROTO_OP_SHM_LIST: op_shm_list(c, id); break;
 	case PROTO_OP_SHM_REMOVE: op_shm_remove(c, id, req); break;
+	case PROTO_OP_EVICT: op_evict(c, id, req); break;
+	case PROTO_OP_IDLE_CONFIG: op_idle_config(c, id, req); break;
 	default: conn_error(c, id, EOPNOTSUPP, PROTO, "unknown op"); break;
 	}
 	cJSON_Delete(req);
