@@ -71,6 +71,10 @@ typedef struct omni_exec_opts {
 	size_t narrays;
 	const char *bind_json;     /* NULL or a JSON object text: {name: value}
 	                              bound as globals as they are */
+	int pin;             /* nonzero: its worker is never stopped for idleness
+	                        or evicted for max_workers (evict still stops it) */
+	double max_memory_mb;      /* > 0: limit its worker's memory to this many
+	                              MiB from now on (reason "memory" beyond) */
 } omni_exec_opts;
 
 #define OMNI_CONNECT_AUTOSTART 0x1  /* start omnipkgd if none answers (never
