@@ -108,6 +108,80 @@ int cgroup_init(char *base, size_t n)
 	return 0;
 }
 
+/* Reads the small file dir/file into buf (NUL-terminated); bytes or -errno. */
+static ssize_t read_file(const char *dir, const char *file, char *buf, size_t n)
+{
+	char path[PATH_MAX + 32];
+	ssize_t got;
+	int fd;
+
+	snprintf(path, sizeof path, "%s/%s", dir, file);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	got = read(fd, buf, n - 1);
+	if (got < 0)
+		got = -errno;
+	close(fd);
+	buf[got > 0 ? got : 0] = 0;
+	return got;
+}
+
+/* Does the space-separated list hold word? */
+static int has_word(const char *list, const char *word)
+{
+	size_t n = strlen(word);
+
+	for (const char *p = list; (p = strstr(p, word)); p += n)
+		if ((p == list || p[-1] == ' ') && (p[n] == 0 || p[n] == ' ' || p[n] == '\n'))
+			return 1;
+	return 0;
+}
+
+int cgroup_enable_memory(const char *base)
+{
+	char buf[512];
+	ssize_t r;
+
+	/* Only what the parent hands down: its own subtree_control is not
+	 * ours to change. */
+	if ((r = read_file(base, "cgroup.controllers", buf, sizeof buf)) < 0)
+		return (int)r;
+	if (!has_word(buf, "memory"))
+		return -ENOTSUP;
+	if ((r = read_file(base, "cgroup.subtree_control", buf, sizeof buf)) < 0)
+		return (int)r;
+	if (has_word(buf, "memory"))
+		return 0;
+	return write_file(base, "cgroup.subtree_control", "+memory");
+}
+
+int cgroup_set_memory_max(const char *path, uint64_t bytes)
+{
+	char num[32];
+	int r;
+
+	snprintf(num, sizeof num, "%llu", (unsigned long long)bytes);
+	if ((r = write_file(path, "memory.max", num)) < 0)
+		return r;
+	/* Without this the limit would only push the worker into swap. */
+	r = write_file(path, "memory.swap.max", "0");
+	return r == -ENOENT ? 0 : r;
+}
+
+long long cgroup_oom_kills(const char *path)
+{
+	char buf[1024], *p;
+	ssize_t r = read_file(path, "memory.events", buf, sizeof buf);
+
+	if (r < 0)
+		return r;
+	for (p = buf; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+		if (strncmp(p, "oom_kill ", 9) == 0)
+			return strtoll(p + 9, NULL, 10);
+	return -ENOENT;
+}
+
 int cgroup_make(const char *base, const char *name, char *path, size_t n)
 {
 	if ((size_t)snprintf(path, n, "%s/%s", base, name) >= n)

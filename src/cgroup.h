@@ -10,6 +10,10 @@
  *   cgroup_kill_others(fd, pid)           // after each job: all but the worker
  *   cgroup_kill(path); cgroup_remove(path)
  *
+ * Memory limits need the memory controller in the worker's group: the
+ * daemon enables it for its own groups when its parent hands it down
+ * (cgroup_enable_memory); a group without it has no memory.max.
+ *
  * Where no writable cgroup2 hierarchy exists, cgroup_init fails and the
  * pool falls back to killing the worker's descendants and the orphans
  * re-parented to the daemon (proc_*).  Errors: -errno.
@@ -18,6 +22,7 @@
 #define OMNI_CGROUP_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /* Creates the daemon's own group below its current one; 0 or -errno. */
@@ -33,6 +38,16 @@ int cgroup_kill_others(int procs_fd, pid_t keep);
 int cgroup_kill(const char *path);
 /* Removes the (empty) group: 0, -EBUSY while processes remain, or -errno. */
 int cgroup_remove(const char *path);
+/* Turns the memory controller on for the groups below base, where
+ * base's parent hands it down.  0, or -ENOTSUP (not available) or -errno. */
+int cgroup_enable_memory(const char *base);
+/* Limits the group's memory to bytes (memory.max) and keeps it out of
+ * swap (memory.swap.max 0, when the file exists).  0, -ENOENT when the
+ * group has no memory controller, or -errno. */
+int cgroup_set_memory_max(const char *path, uint64_t bytes);
+/* How many processes of the group the kernel killed for going over its
+ * memory.max (memory.events "oom_kill"); -errno when unknown. */
+long long cgroup_oom_kills(const char *path);
 /* Kills and removes path and every group below it (bounded wait). */
 void cgroup_destroy(const char *path);
 /* Kills and removes groups left by daemons that are gone (omnipkgd.<pid>

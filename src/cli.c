@@ -51,14 +51,26 @@ static const char cmd_usage_text[] =
 	"commands:\n"
 	"  install SPEC [--python PY] [--quiet]\n"
 	"        create the bubbles of SPEC (\"numpy==1.26.4\", \"a==1,b==2\") for PY\n"
-	"  exec --spec SPEC [--python PY] [--timeout S] [--tag T] [--once] [--json]\n"
+	"  exec --spec SPEC [--python PY] [--timeout S] [--tag T] [--once] [--pin]\n"
+	"       [--max-memory-mb N] [--json]\n"
 	"       [--array NAME=SEGMENT:DTYPE:D1,D2,...[:OFFSET]]... [--bind NAME=JSON]...\n"
 	"       (-c CODE | FILE | -)\n"
 	"        run Python code in the worker of SPEC (\"base\": no bubble) and print\n"
 	"        its stdout and stderr; --json prints the whole reply.  --array binds\n"
 	"        a view of a shared segment as the global NAME (a numpy array where\n"
 	"        the worker has numpy; written in place), e.g.\n"
-	"        --array arr_in=frame:float32:1024,1024; --bind binds a JSON value\n"
+	"        --array arr_in=frame:float32:1024,1024; --bind binds a JSON value.\n"
+	"        --pin keeps the worker from being stopped when idle or to make room\n"
+	"        (evict still stops it); --max-memory-mb limits the worker's memory to\n"
+	"        N MiB from now on (a job going over it fails: reason \"memory\")\n"
+	"  evict --spec SPEC [--python PY] [--tag T]\n"
+	"        stop the worker(s) of that key, an idle one now, a busy one once its\n"
+	"        job ends, and print their pids, one a line (none: nothing matched)\n"
+	"  idle-config [--python PY --count N]\n"
+	"        print the interpreters kept warm as JSON ({path: count}); with\n"
+	"        --python and --count, set PY's count first: N >= 1 keeps its zygote\n"
+	"        (which forks new workers in milliseconds) started at all times, 0\n"
+	"        leaves it to start on demand (N: 0 to 64)\n"
 	"  shm create NAME SIZE   create a shared segment of SIZE bytes (suffix K, M,\n"
 	"                         G: KiB, MiB, GiB) and print its file; it persists\n"
 	"                         (this command's connection ends when it exits)\n"
@@ -78,12 +90,13 @@ static const char cmd_usage_text[] =
 	"  --socket PATH          the daemon's socket (else $OMNIPKG_SOCKET, else the\n"
 	"                         default under the runtime directory)\n"
 	"\n"
-	"exec, pythons, list, workers, status, shm create and shm ls start omnipkgd\n"
-	"if it is not running.\n"
+	"exec, idle-config, pythons, list, workers, status, shm create and shm ls\n"
+	"start omnipkgd if it is not running.\n"
 	"\n"
 	"exit codes:\n"
 	"  0    success\n"
-	"  1    the job ran and failed (exception, timeout, crash)\n"
+	"  1    the job ran and failed (exception, timeout, crash, over its memory\n"
+	"       limit)\n"
 	"  2    the request was refused (bad spec, unknown interpreter, missing bubble,\n"
 	"       no such segment, segment in use, over the shared-memory quota)\n"
 	"  100  usage error\n"
@@ -205,17 +218,41 @@ static int cmd_parse_size(const char *text, uint64_t *out)
 	return 0;
 }
 
-/* Sends op, prints its reply as JSON or hands its parsed body to show. */
-static int cmd_simple(int flags, const char *op, int json, int (*show)(const cJSON *body))
+/* A finite number over 0; 0 or -EINVAL. */
+static int cmd_parse_positive(const char *text, double *out)
 {
+	char *end;
+	double d;
+
+	errno = 0;
+	d = strtod(text, &end);
+	if (errno || end == text || *end || !isfinite(d) || d <= 0)
+		return -EINVAL;
+	*out = d;
+	return 0;
+}
+
+/* Sends op with args (taken; NULL: none), prints a successful reply as
+ * JSON or hands its parsed body to show; flags as omni_connect's. */
+static int cmd_call(int flags, const char *op, cJSON *args, int json,
+		    int (*show)(const cJSON *body))
+{
+	char *text = args ? cJSON_PrintUnformatted(args) : NULL;
 	omni_client *c = NULL;
 	omni_reply *r = NULL;
 	cJSON *body;
 	int rc, code;
 
-	if ((code = cmd_connect(&c, flags)) != CMD_OK)
+	cJSON_Delete(args);
+	if (args && !text)
+		return cmd_fail(CMD_SYSFAIL, "out of memory");
+	if ((code = cmd_connect(&c, flags)) != CMD_OK) {
+		cJSON_free(text);
 		return code;
-	if ((rc = omni_call(c, op, NULL, &r)) < 0) {
+	}
+	rc = omni_call(c, op, text, &r);
+	cJSON_free(text);
+	if (rc < 0) {
 		omni_close(c);
 		return cmd_fail(CMD_SYSFAIL, "%s: %s", op, omni_strerror(rc));
 	}
@@ -524,6 +561,8 @@ static int cmd_exec(int argc, char **argv)
 		{ "timeout", required_argument, NULL, 't' },
 		{ "tag", required_argument, NULL, 'T' },
 		{ "once", no_argument, NULL, 'o' },
+		{ "pin", no_argument, NULL, 'P' },
+		{ "max-memory-mb", required_argument, NULL, 'm' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "array", required_argument, NULL, 'a' },
 		{ "bind", required_argument, NULL, 'b' },
@@ -533,7 +572,7 @@ static int cmd_exec(int argc, char **argv)
 	};
 	omni_exec_opts o = { 0 };
 	const char *inline_code = NULL;
-	char *code = NULL, *end, *bind_text = NULL;
+	char *code = NULL, *bind_text = NULL;
 	struct cmd_views views = { 0 };
 	omni_client *c = NULL;
 	omni_reply *r = NULL;
@@ -554,6 +593,7 @@ static int cmd_exec(int argc, char **argv)
 		case 'p': o.python = optarg; break;
 		case 'T': o.tag = optarg; break;
 		case 'o': o.once = 1; break;
+		case 'P': o.pin = 1; break;
 		case 'j': json = 1; break;
 		case 'c': inline_code = optarg; break;
 		case 'S': cmd_socket = optarg; break;
@@ -567,10 +607,15 @@ static int cmd_exec(int argc, char **argv)
 				goto out;
 			break;
 		case 't':
-			errno = 0;
-			o.timeout = strtod(optarg, &end);
-			if (errno || end == optarg || *end || !isfinite(o.timeout) || o.timeout <= 0) {
+			if (cmd_parse_positive(optarg, &o.timeout) < 0) {
 				ret = cmd_usage_error("exec", "--timeout wants seconds > 0, not '%s'",
+						      optarg);
+				goto out;
+			}
+			break;
+		case 'm':
+			if (cmd_parse_positive(optarg, &o.max_memory_mb) < 0) {
+				ret = cmd_usage_error("exec", "--max-memory-mb wants MiB > 0, not '%s'",
 						      optarg);
 				goto out;
 			}
@@ -702,7 +747,7 @@ static int cmd_pythons(int argc, char **argv)
 	int json, rc = cmd_json_only(argc, argv, &json);
 
 	return rc ? (rc < 0 ? CMD_OK : rc)
-		  : cmd_simple(OMNI_CONNECT_AUTOSTART, "pythons", json, cmd_show_pythons);
+		  : cmd_call(OMNI_CONNECT_AUTOSTART, "pythons", NULL, json, cmd_show_pythons);
 }
 
 static int cmd_show_list(const cJSON *body)
@@ -731,14 +776,15 @@ static int cmd_list(int argc, char **argv)
 	int json, rc = cmd_json_only(argc, argv, &json);
 
 	return rc ? (rc < 0 ? CMD_OK : rc)
-		  : cmd_simple(OMNI_CONNECT_AUTOSTART, "list", json, cmd_show_list);
+		  : cmd_call(OMNI_CONNECT_AUTOSTART, "list", NULL, json, cmd_show_list);
 }
 
 static int cmd_show_workers(const cJSON *body)
 {
 	const cJSON *list = cJSON_GetObjectItemCaseSensitive(body, "workers"), *w;
-	static const char *const head[] = { "SPEC", "PYTHON", "PID", "STATE", "JOBS", "RSS", "IDLE" };
-	struct cmd_tab t = { .ncol = 7 };
+	static const char *const head[] = { "SPEC", "PYTHON", "PID", "STATE", "JOBS", "RSS", "LIMIT",
+					    "IDLE" };
+	struct cmd_tab t = { .ncol = 8 };
 
 	if (!cJSON_IsArray(list) || cJSON_GetArraySize(list) == 0) {
 		puts("no workers");
@@ -746,8 +792,8 @@ static int cmd_show_workers(const cJSON *body)
 	}
 	cmd_tab_row(&t, head);
 	cJSON_ArrayForEach(w, list) {
-		char spec[1100], pid[24], jobs[24], rss[32], idle[32];
-		const char *cells[7];
+		char spec[1100], pid[24], state[64], jobs[24], rss[32], limit[32] = "", idle[32];
+		const char *cells[8];
 
 		if (*cmd_str(w, "tag"))
 			snprintf(spec, sizeof spec, "%s [%s]", cmd_str(w, "spec"), cmd_str(w, "tag"));
@@ -755,15 +801,20 @@ static int cmd_show_workers(const cJSON *body)
 			snprintf(spec, sizeof spec, "%s", cmd_str(w, "spec"));
 		snprintf(pid, sizeof pid, "%.0f", cmd_num(w, "pid"));
 		snprintf(jobs, sizeof jobs, "%.0f", cmd_num(w, "jobs"));
+		snprintf(state, sizeof state, "%s%s", cmd_str(w, "state"),
+			 cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(w, "pinned")) ? ", pinned" : "");
 		snprintf(rss, sizeof rss, "%.1f MiB", cmd_num(w, "rss_kb") / 1024.0);
+		if (cmd_num(w, "max_memory_mb") > 0)
+			snprintf(limit, sizeof limit, "%g MiB", cmd_num(w, "max_memory_mb"));
 		cmd_duration(idle, sizeof idle, cmd_num(w, "idle_s"));
 		cells[0] = spec;
 		cells[1] = cmd_str(w, "python");
 		cells[2] = pid;
-		cells[3] = cmd_str(w, "state");
+		cells[3] = state;
 		cells[4] = jobs;
 		cells[5] = rss;
-		cells[6] = idle;
+		cells[6] = limit;
+		cells[7] = idle;
 		cmd_tab_row(&t, cells);
 	}
 	cmd_tab_print(&t);
@@ -775,7 +826,7 @@ static int cmd_workers(int argc, char **argv)
 	int json, rc = cmd_json_only(argc, argv, &json);
 
 	return rc ? (rc < 0 ? CMD_OK : rc)
-		  : cmd_simple(OMNI_CONNECT_AUTOSTART, "workers", json, cmd_show_workers);
+		  : cmd_call(OMNI_CONNECT_AUTOSTART, "workers", NULL, json, cmd_show_workers);
 }
 
 static int cmd_show_status(const cJSON *body)
@@ -796,7 +847,7 @@ static int cmd_status(int argc, char **argv)
 	int json, rc = cmd_json_only(argc, argv, &json);
 
 	return rc ? (rc < 0 ? CMD_OK : rc)
-		  : cmd_simple(OMNI_CONNECT_AUTOSTART, "status", json, cmd_show_status);
+		  : cmd_call(OMNI_CONNECT_AUTOSTART, "status", NULL, json, cmd_show_status);
 }
 
 /* ---- daemon start|stop|status ------------------------------------------ */
@@ -920,7 +971,7 @@ static int cmd_daemon_status(int argc, char **argv)
 		return CMD_SYSFAIL;
 	}
 	omni_close(c);
-	return cmd_simple(0, "status", json, cmd_show_status);
+	return cmd_call(0, "status", NULL, json, cmd_show_status);
 }
 
 /* Runs the subcommand argv[1] of cmd from its table; names lists them. */
@@ -1039,7 +1090,7 @@ static int cmd_shm_ls(int argc, char **argv)
 	int json, rc = cmd_json_only(argc, argv, &json);
 
 	return rc ? (rc < 0 ? CMD_OK : rc)
-		  : cmd_simple(OMNI_CONNECT_AUTOSTART, "shm_list", json, cmd_show_shm);
+		  : cmd_call(OMNI_CONNECT_AUTOSTART, "shm_list", NULL, json, cmd_show_shm);
 }
 
 static int cmd_shm_rm(int argc, char **argv)
@@ -1070,6 +1121,110 @@ static int cmd_shm(int argc, char **argv)
 	return cmd_sub("shm", sub, sizeof sub / sizeof sub[0], "create, ls or rm", argc, argv);
 }
 
+/* ---- evict, idle-config ------------------------------------------------ */
+
+static int cmd_show_evicted(const cJSON *body)
+{
+	const cJSON *p;
+
+	cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(body, "evicted"))
+		if (cJSON_IsNumber(p))
+			printf("%.0f\n", p->valuedouble);
+	return CMD_OK;
+}
+
+static int cmd_evict(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "spec", required_argument, NULL, 's' },
+		{ "python", required_argument, NULL, 'p' },
+		{ "tag", required_argument, NULL, 'T' },
+		{ "socket", required_argument, NULL, 'S' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *spec = NULL, *python = NULL, *tag = NULL;
+	cJSON *args;
+	int ch;
+
+	while ((ch = cmd_getopt(argc, argv, ":h", lo)) != -1) {
+		switch (ch) {
+		case 's': spec = optarg; break;
+		case 'p': python = optarg; break;
+		case 'T': tag = optarg; break;
+		case 'S': cmd_socket = optarg; break;
+		case 'h': fputs(cmd_usage_text, stdout); return CMD_OK;
+		default: return CMD_USAGE;
+		}
+	}
+	if (optind < argc)
+		return cmd_usage_error("evict", "unexpected argument '%s'", argv[optind]);
+	if (!spec)
+		return cmd_usage_error("evict", "--spec SPEC is required");
+	if (!(args = cJSON_CreateObject()) || !cJSON_AddStringToObject(args, "spec", spec) ||
+	    (python && !cJSON_AddStringToObject(args, "python", python)) ||
+	    (tag && !cJSON_AddStringToObject(args, "tag", tag))) {
+		cJSON_Delete(args);
+		return cmd_fail(CMD_SYSFAIL, "out of memory");
+	}
+	/* Never starts a daemon: a new one has no worker to stop. */
+	return cmd_call(0, "evict", args, 0, cmd_show_evicted);
+}
+
+static int cmd_show_idle_config(const cJSON *body)
+{
+	char *text = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(body, "config"));
+
+	if (!text)
+		return cmd_fail(CMD_SYSFAIL, "idle-config: no config in the reply");
+	puts(text);
+	cJSON_free(text);
+	return CMD_OK;
+}
+
+static int cmd_idle_config(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "python", required_argument, NULL, 'p' },
+		{ "count", required_argument, NULL, 'n' },
+		{ "socket", required_argument, NULL, 'S' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *python = NULL, *count = NULL;
+	cJSON *args = NULL;
+	char *end;
+	long n = 0;
+	int ch;
+
+	while ((ch = cmd_getopt(argc, argv, ":h", lo)) != -1) {
+		switch (ch) {
+		case 'p': python = optarg; break;
+		case 'n': count = optarg; break;
+		case 'S': cmd_socket = optarg; break;
+		case 'h': fputs(cmd_usage_text, stdout); return CMD_OK;
+		default: return CMD_USAGE;
+		}
+	}
+	if (optind < argc)
+		return cmd_usage_error("idle-config", "unexpected argument '%s'", argv[optind]);
+	if (!python != !count)
+		return cmd_usage_error("idle-config", "--python and --count go together");
+	if (count) {
+		errno = 0;
+		n = strtol(count, &end, 10);
+		/* Its range is the daemon's to judge (reason "badarg"). */
+		if (errno || end == count || *end)
+			return cmd_usage_error("idle-config", "--count wants an integer, not '%s'", count);
+		if (!(args = cJSON_CreateObject()) || !cJSON_AddStringToObject(args, "python", python) ||
+		    !cJSON_AddNumberToObject(args, "count", (double)n)) {
+			cJSON_Delete(args);
+			return cmd_fail(CMD_SYSFAIL, "out of memory");
+		}
+	}
+	return cmd_call(OMNI_CONNECT_AUTOSTART, "idle_config", args, 0, cmd_show_idle_config);
+}
+
 /* ---- help, dispatch --------------------------------------------------- */
 
 static int cmd_help(int argc, char **argv)
@@ -1089,6 +1244,8 @@ static const struct cmd_entry cmd_table[] = {
 	{ "status", cmd_status },
 	{ "daemon", cmd_daemon },
 	{ "shm", cmd_shm },
+	{ "evict", cmd_evict },
+	{ "idle-config", cmd_idle_config },
 	{ "help", cmd_help },
 };
 

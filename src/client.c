@@ -826,6 +826,10 @@ int omni_exec_send(omni_client *c, const omni_exec_opts *o, uint64_t *id_out)
 		goto out;
 	if (o->once && !cJSON_AddTrueToObject(msg, "once"))
 		goto out;
+	if (o->pin && !cJSON_AddTrueToObject(msg, "pin"))
+		goto out;
+	if (o->max_memory_mb > 0 && !cJSON_AddNumberToObject(msg, "max_memory_mb", o->max_memory_mb))
+		goto out;
 	if ((o->narrays || o->bind_json) && (rc = client_shm_exec_args(msg, o)) < 0)
 		goto out;
 	rc = client__send_op(c, msg, "exec", id_out);

@@ -28,6 +28,7 @@ void config_defaults(struct config *c)
 	c->max_workers = 32;
 	c->output_cap = 1u << 20;
 	c->zygote = 1;
+	c->cgroups = 1;
 	c->shm_quota = (size_t)4 << 30;
 }
 
@@ -174,6 +175,10 @@ static int config_key(struct config *c, const cJSON *j, const char *file, char *
 		if (!cJSON_IsBool(j))
 			return config_fail(err, errlen, file, "\"zygote\" must be true or false");
 		c->zygote = cJSON_IsTrue(j);
+	} else if (strcmp(k, "cgroups") == 0) {
+		if (!cJSON_IsBool(j))
+			return config_fail(err, errlen, file, "\"cgroups\" must be true or false");
+		c->cgroups = cJSON_IsTrue(j);
 	} else if (strcmp(k, "mount") == 0) {
 		if (config_str(j, c->mount, sizeof(c->mount)) < 0 || (c->mount[0] && c->mount[0] != '/'))
 			return config_fail(err, errlen, file, "\"mount\" must be \"\" or an absolute path");

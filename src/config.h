@@ -13,6 +13,8 @@
  *     "max_workers": 32,         live workers; only idle ones are evicted (LRU)
  *     "output_cap": 1048576,     bytes of stdout and of stderr kept per job
  *     "zygote": true,            fork workers from a warm template per interpreter
+ *     "cgroups": true,           one cgroup v2 group per worker where possible;
+ *                                false: the /proc fallback (and RLIMIT_AS)
  *     "prewarm": [{"spec": "numpy==1.26.4", "python": "3.11"}],
  *     "mount": "/omnipkg",       FUSE mount point ("" : none)
  *     "shm_quota": 4294967296    bytes of shared segments in all
@@ -43,6 +45,7 @@ struct config {
 	int max_workers;
 	size_t output_cap;
 	int zygote;
+	int cgroups;
 	struct config_prewarm prewarm[CONFIG_MAX_PREWARM];
 	size_t nprewarm;
 	char mount[PATH_MAX];

@@ -47,7 +47,9 @@ struct core *core_new(const struct core_ctx *ctx, char *err, size_t errlen)
 		free(c);
 		return NULL;
 	}
-	if ((r = cgroup_init(c->cgroup, sizeof c->cgroup)) < 0) {
+	if (!ctx->cfg->cgroups) {
+		logx(LOGX_INFO, "cgroups off (config): what jobs leave running is found through /proc");
+	} else if ((r = cgroup_init(c->cgroup, sizeof c->cgroup)) < 0) {
 		logx(LOGX_INFO, "no cgroup for workers (%s): what jobs leave running is found "
 		     "through /proc", strerror(-r));
 		c->cgroup[0] = 0;
@@ -109,6 +111,21 @@ static int add_zygote(const struct spawner_zygote_info *z, void *ud)
 	return 0;
 }
 
+static int add_kept(const struct spawner_kept_info *k, void *ud)
+{
+	cJSON *o = cJSON_AddObjectToObject(ud, k->python);
+
+	cJSON_AddNumberToObject(o, "count", k->count);
+	cJSON_AddNumberToObject(o, "zygote_pid", k->zygote_pid);
+	cJSON_AddBoolToObject(o, "ready", k->ready);
+	return 0;
+}
+
+cJSON *core_idle_config(struct core *c)
+{
+	return pool_idle_config(c->pool);
+}
+
 cJSON *core_status_json(struct core *c)
 {
 	cJSON *o = cJSON_CreateObject(), *s;
@@ -130,10 +147,12 @@ cJSON *core_status_json(struct core *c)
 	cJSON_AddNumberToObject(o, "cancelled", (double)st.c.cancelled);
 	cJSON_AddNumberToObject(o, "leftovers_killed", (double)st.c.leftovers_killed);
 	cJSON_AddStringToObject(o, "containment", st.cgroups ? "cgroup" : "proc");
+	cJSON_AddStringToObject(o, "memory_limit", st.memory_cgroup ? "cgroup" : "rlimit");
 	cJSON_AddNumberToObject(o, "pythons_probed", st.probed);
 	cJSON_AddNumberToObject(o, "pythons_probe_failed", st.probe_failed);
 	s = cJSON_AddArrayToObject(o, "zygotes");
 	pool_each_zygote(c->pool, add_zygote, s);
+	pool_each_kept(c->pool, add_kept, cJSON_AddObjectToObject(o, "idle_pool"));
 	bytes = shm_usage(c->shm, &count);
 	s = cJSON_AddObjectToObject(o, "shm");
 	cJSON_AddStringToObject(s, "dir", shm_dir(c->shm));
@@ -186,6 +205,9 @@ static int add_worker(const struct pool_worker_info *w, void *ud)
 	cJSON_AddNumberToObject(o, "start_ms", w->start_ms);
 	cJSON_AddStringToObject(o, "started_by", w->started_by);
 	cJSON_AddBoolToObject(o, "once", w->once);
+	cJSON_AddBoolToObject(o, "pinned", w->pinned);
+	cJSON_AddNumberToObject(o, "max_memory_mb", w->max_memory_mb);
+	cJSON_AddNumberToObject(o, "last_used", w->last_used);
 	if (!q->into) {
 		q->into = o;
 		return 1;

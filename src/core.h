@@ -43,7 +43,9 @@ struct core *core_new(const struct core_ctx *ctx, char *err, size_t errlen);
 void core_free(struct core *c);
 
 /* Runs r; cb receives the reply exactly once (possibly before this
- * returns).  Returns the job id (0 when out of memory: cb already ran). */
+ * returns).  Returns the job id (0 when out of memory: cb already ran).
+ * r->kind JOB_KIND_EVICT and JOB_KIND_IDLE are the evict and idle_config ops
+ * (pool.h): answered the same way, but not counted as jobs. */
 uint64_t core_submit(struct core *c, const struct job_req *r, job_done_cb cb, void *ud);
 /* 0, or -ENOENT when no queued or running job has that id. */
 int core_cancel(struct core *c, uint64_t id);
@@ -55,8 +57,12 @@ void core_reap(struct core *c);   /* on SIGCHLD */
 
 /* Counters and state, for every front alike; caller deletes. */
 cJSON *core_status_json(struct core *c);
+/* The idle_config reply without a change: {"ok": true, "config": {python
+ * path: count}}; caller deletes. */
+cJSON *core_idle_config(struct core *c);
 /* [{spec, python, version, tag, pid, state, jobs, queued, rss_kb, idle_s,
- *   start_ms, started_by, once}]; caller deletes. */
+ *   start_ms, started_by, once, pinned, max_memory_mb, last_used}];
+ * caller deletes. */
 cJSON *core_workers_json(struct core *c);
 /* Calls cb for each live worker (see pool.h) until it returns nonzero;
  * returns that value. */

@@ -31,7 +31,14 @@ struct job *job_new(uint64_t id, const struct job_req *r, double timeout, job_do
 
 	if (!j)
 		return NULL;
-	j->spec = dup_or_null(r->spec ? r->spec : "", &failed);
+	/* Evict and idle_config route an interpreter and a tag alone: the
+	 * spec an evict stops may have no bubble any more. */
+	if (r->kind != JOB_KIND_EXEC) {
+		j->target = dup_or_null(r->spec, &failed);
+		j->spec = dup_or_null("base", &failed);
+	} else {
+		j->spec = dup_or_null(r->spec ? r->spec : "", &failed);
+	}
 	j->python = dup_or_null(r->python, &failed);
 	j->code = dup_or_null(r->code ? r->code : "", &failed);
 	j->tag = dup_or_null(r->tag ? r->tag : "", &failed);
@@ -42,9 +49,13 @@ struct job *job_new(uint64_t id, const struct job_req *r, double timeout, job_do
 		return NULL;
 	}
 	j->id = id;
+	j->kind = r->kind;
 	j->owner = r->owner;
 	j->timeout = timeout;
 	j->once = r->once;
+	j->pin = r->pin;
+	j->max_memory_mb = r->max_memory_mb;
+	j->idle_count = r->idle_count;
 	j->t_submit = loop_now();
 	j->cb = cb;
 	j->ud = ud;
@@ -53,8 +64,10 @@ struct job *job_new(uint64_t id, const struct job_req *r, double timeout, job_do
 
 struct job_req job_as_req(const struct job *j)
 {
-	return (struct job_req){ .spec = j->spec, .python = j->python, .code = j->code,
-				 .tag = j->tag, .timeout = j->timeout, .once = j->once };
+	return (struct job_req){ .kind = j->kind, .spec = j->kind != JOB_KIND_EXEC ? j->target : j->spec,
+				 .python = j->python, .code = j->code, .tag = j->tag,
+				 .timeout = j->timeout, .once = j->once, .pin = j->pin,
+				 .max_memory_mb = j->max_memory_mb, .idle_count = j->idle_count };
 }
 
 int job_finish(struct job *j, cJSON *reply, const struct worker *w)
@@ -64,6 +77,11 @@ int job_finish(struct job *j, cJSON *reply, const struct worker *w)
 	/* Before the reply: its reader may remove the segments at once. */
 	job_release(j);
 
+	if (j->kind != JOB_KIND_EXEC) {
+		j->cb(reply, j->ud);
+		job_free(j);
+		return ok;
+	}
 	if (!cJSON_GetObjectItemCaseSensitive(reply, "stdout"))
 		cJSON_AddStringToObject(reply, "stdout", "");
 	if (!cJSON_GetObjectItemCaseSensitive(reply, "stderr"))
@@ -189,6 +207,7 @@ void job_free(struct job *j)
 	cJSON_Delete(j->arrays);
 	cJSON_Delete(j->bind);
 	free(j->spec);
+	free(j->target);
 	free(j->python);
 	free(j->code);
 	free(j->tag);

@@ -6,6 +6,11 @@
  * runs, and ends exactly once in job_finish, which calls the submitter's
  * callback and frees it.  Because the job owns every argument, a requeue
  * after its worker crashed never drops one.
+ *
+ * Requests that name a worker key without running code (evict,
+ * idle_config) are jobs of another kind: they are resolved by the router
+ * exactly as an exec is (and wait with it while an interpreter is
+ * probed), then answered by the pool without a worker.
  */
 #ifndef OMNI_JOB_H
 #define OMNI_JOB_H
@@ -23,10 +28,18 @@ struct worker;
  * possibly before core_submit returns. */
 typedef void (*job_done_cb)(cJSON *reply, void *ud);
 
+enum job_kind {
+	JOB_KIND_EXEC = 0,     /* run code on the key's worker */
+	JOB_KIND_EVICT,        /* stop the workers of the key */
+	JOB_KIND_IDLE,         /* record idle_count for the key's interpreter */
+};
+
 struct job_req {               /* borrowed by job_new, which copies it */
-	const char *spec;      /* required */
+	int kind;              /* enum job_kind */
+	const char *spec;      /* required for exec and evict (evict: the
+	                          workers' spec; the router sees "base") */
 	const char *python;    /* NULL: default interpreter */
-	const char *code;      /* required */
+	const char *code;      /* required for exec */
 	const char *tag;       /* NULL: "" */
 	double timeout;        /* <= 0: config job_timeout */
 	int once;
@@ -36,13 +49,19 @@ struct job_req {               /* borrowed by job_new, which copies it */
 	int narrays;
 	const cJSON *bind;             /* {name: JSON value}, or NULL */
 	uint64_t owner;                /* the client: its segments, and new ones */
+	int pin;                       /* pin the worker that serves it */
+	double max_memory_mb;          /* > 0: limit its worker's memory */
+	int idle_count;                /* JOB_KIND_IDLE: the count to record */
 };
 
 struct job {
 	uint64_t id;
+	int kind;                           /* enum job_kind */
 	char *spec, *python, *code, *tag;   /* owned; python NULL for the default */
+	char *target;                       /* evict: the canonical spec to stop */
 	double timeout;                     /* resolved: > 0 */
-	int once;
+	int once, pin, idle_count;
+	double max_memory_mb;
 	double t_submit, t_start;
 	struct shm *shm;                    /* where its leases are; NULL: none */
 	uint64_t leases[JOB_MAX_LEASES];    /* segment ids, released in job_finish */
@@ -62,10 +81,10 @@ struct job *job_new(uint64_t id, const struct job_req *r, double timeout, job_do
 struct job_req job_as_req(const struct job *j);
 
 /*
- * Ends j, the one place every job ends: releases its leases, adds what is
- * known of the worker w (may be NULL), timings and, when missing,
- * stdout/stderr, then hands reply (taken) to the callback and frees j.
- * Returns whether the reply was a success.
+ * Ends j, the one place every job ends: releases its leases, adds (to an
+ * exec's reply) what is known of the worker w (may be NULL), timings and,
+ * when missing, stdout/stderr, then hands reply (taken) to the callback
+ * and frees j.  Returns whether the reply was a success.
  */
 int job_finish(struct job *j, cJSON *reply, const struct worker *w);
 

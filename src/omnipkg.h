@@ -71,6 +71,10 @@ typedef struct omni_exec_opts {
 	size_t narrays;
 	const char *bind_json;     /* NULL or a JSON object text: {name: value}
 	                              bound as globals as they are */
+	int pin;             /* nonzero: its worker is never stopped for idleness
+	                        or evicted for max_workers (evict still stops it) */
+	double max_memory_mb;      /* > 0: limit its worker's memory to this many
+	                              MiB from now on (reason "memory" beyond) */
 } omni_exec_opts;
 
 #define OMNI_CONNECT_AUTOSTART 0x1  /* start omnipkgd if none answers (never
@@ -206,7 +210,8 @@ OMNI_API int omni_shm_unmap(void *addr, size_t len);   /* addr NULL: nothing */
 	X(SPAWN,    16, "spawn",     SYSTEM) /* the worker could not start */          \
 	X(SHUTDOWN, 17, "shutdown",  SYSTEM) /* the daemon is stopping */              \
 	X(NOMEM,    18, "nomem",     SYSTEM) /* out of memory or descriptors */ \
-	X(LEASED,   19, "leased",    REFUSED) /* a job uses that segment */
+	X(LEASED,   19, "leased",    REFUSED) /* a job uses that segment */          \
+	X(MEMORY,   20, "memory",    JOB)    /* the worker went over max_memory_mb */
 
 enum omni_reason {
 	OMNI_REASON_NONE = 0,

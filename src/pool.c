@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include "cgroup.h"
 #include "logx.h"
@@ -15,6 +16,7 @@
 #include "pool.h"
 #include "router.h"
 #include "shm.h"
+#include "spec.h"
 
 struct pool {
 	struct wenv env;
@@ -26,6 +28,7 @@ struct pool {
 	struct pool_counters cnt;
 	struct shm *shm;
 	int sweep_due;            /* an orphan sweep waits for a worker's pid */
+	int mem_cgroup;           /* worker groups have the memory controller */
 	char cgroup_base[PATH_MAX];
 };
 
@@ -97,7 +100,8 @@ static int evict_lru_idle(struct pool *p)
 	struct worker *lru = NULL;
 
 	for (struct worker *w = p->workers; w; w = w->next)
-		if (w->state == W_IDLE && !w->qhead && (!lru || w->last_used < lru->last_used))
+		if (w->state == W_IDLE && !w->qhead && !w->pinned &&
+		    (!lru || w->last_used < lru->last_used))
 			lru = w;
 	if (!lru)
 		return -EBUSY;
@@ -132,6 +136,77 @@ static struct worker *pool_worker_for(struct pool *p, const struct route *rt, in
 	return w;
 }
 
+/* Stops the workers of the key (target spec, rt's interpreter and tag);
+ * the reply lists their pids. */
+static cJSON *pool_evict_key(struct pool *p, const char *spec, const struct route *rt)
+{
+	cJSON *reply = proto_reply_ok(), *pids = cJSON_AddArrayToObject(reply, "evicted");
+	uint64_t *serials = calloc((size_t)live_count(p) + 1, sizeof *serials);
+	int n = 0;
+
+	if (!serials) {
+		cJSON_Delete(reply);
+		return proto_reply_error(ENOMEM, OMNI_REASON_NOMEM, "out of memory");
+	}
+	for (struct worker *w = p->workers; w; w = w->next)
+		if (w->state != W_DEAD && strcmp(w->spec, spec) == 0 &&
+		    strcmp(w->py.path, rt->py.path) == 0 && strcmp(w->tag, rt->tag) == 0)
+			serials[n++] = w->serial;
+	/* Evicting one worker can start another (its queue moves on) and
+	 * free itself: find each by serial again before stopping it. */
+	for (int i = 0; i < n; i++) {
+		struct worker *w;
+		pid_t pid;
+
+		for (w = p->workers; w && w->serial != serials[i]; w = w->next)
+			;
+		if (w && w->state != W_DEAD && (pid = worker_evict(w)) > 0)
+			cJSON_AddItemToArray(pids, cJSON_CreateNumber(pid));
+	}
+	free(serials);
+	return reply;
+}
+
+static int add_kept(const struct spawner_kept_info *k, void *ud)
+{
+	cJSON_AddNumberToObject(ud, k->python, k->count);
+	return 0;
+}
+
+cJSON *pool_idle_config(struct pool *p)
+{
+	cJSON *r = proto_reply_ok();
+
+	spawner_each_kept(p->env.spawner, add_kept, cJSON_AddObjectToObject(r, "config"));
+	return r;
+}
+
+/* Answers a request that names a key without running code, once the
+ * router resolved it (r == 0, *rt) or refused it (reply). */
+static void pool_answer(struct pool *p, struct job *j, int r, const struct route *rt, cJSON *reply)
+{
+	const char *why = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(reply, "reason"));
+	int rc;
+
+	if (j->kind == JOB_KIND_EVICT && r < 0 && why && strcmp(why, "nopython") == 0) {
+		/* No worker can have an interpreter that does not exist. */
+		cJSON_Delete(reply);
+		reply = proto_reply_ok();
+		cJSON_AddArrayToObject(reply, "evicted");
+	} else if (r == 0 && j->kind == JOB_KIND_EVICT) {
+		reply = pool_evict_key(p, j->target, rt);
+	} else if (r == 0 && j->kind == JOB_KIND_IDLE) {
+		if ((rc = spawner_keep(p->env.spawner, &rt->py, j->idle_count)) < 0) {
+			reply = proto_reply_error(-rc, OMNI_REASON_NOMEM, "idle_config: %s", strerror(-rc));
+		} else {
+			logx(LOGX_INFO, "idle_config: %s (%s) count %d", rt->py.path, rt->py.version,
+			     j->idle_count);
+			reply = pool_idle_config(p);
+		}
+	}
+	job_finish(j, reply, NULL);
+}
+
 static void pool_place(struct pool *p, struct job *j)
 {
 	struct route *rt = malloc(sizeof *rt);
@@ -140,32 +215,74 @@ static void pool_place(struct pool *p, struct job *j)
 	int r;
 
 	if (!rt) {
-		if (!job_finish(j, proto_reply_error(ENOMEM, OMNI_REASON_NOMEM, "out of memory"), NULL))
+		if (!job_finish(j, proto_reply_error(ENOMEM, OMNI_REASON_NOMEM, "out of memory"), NULL) &&
+		    j->kind == JOB_KIND_EXEC)
 			p->cnt.jobs_failed++;
 		return;
 	}
 	r = router_resolve(p->router, j, rt, &reply);
+	if (r == -EINPROGRESS) {
+		free(rt);
+		return;   /* parked until its interpreter is probed */
+	}
+	if (j->kind != JOB_KIND_EXEC) {
+		pool_answer(p, j, r, rt, reply);
+		free(rt);
+		return;
+	}
 	if (r == 0)
 		w = pool_worker_for(p, rt, j->once, &reply);
 	free(rt);
-	if (r == -EINPROGRESS)
-		return;   /* parked until its interpreter is probed */
 	if (!w) {
 		job_finish(j, reply, NULL);
 		p->cnt.jobs_failed++;
 		return;
 	}
+	if (j->pin && !w->pinned) {
+		w->pinned = 1;
+		logx(LOGX_INFO, "worker for %s pinned (job %llu)", w->spec, (unsigned long long)j->id);
+	}
 	worker_enqueue(w, j);
+}
+
+/* An evict or idle_config: resolved like an exec, answered without a
+ * worker. */
+static uint64_t pool_submit_key(struct pool *p, const struct job_req *r, job_done_cb cb, void *ud)
+{
+	uint64_t id = ++p->next_id;
+	struct job_req k = *r;
+	struct spec s;
+	char err[512];
+	struct job *j;
+
+	if (r->kind == JOB_KIND_EVICT) {
+		/* Canonical as exec's, so that "NumPy==1.26.4" finds its worker. */
+		if (spec_parse(r->spec, strlen(r->spec), &s, err, sizeof err) < 0) {
+			cb(proto_reply_error(EINVAL, OMNI_REASON_BADSPEC, "bad spec: %s", err), ud);
+			return id;
+		}
+		k.spec = s.canon;
+	}
+	if (!(j = job_new(id, &k, 1, cb, ud))) {
+		cb(proto_reply_error(ENOMEM, OMNI_REASON_NOMEM, "out of memory"), ud);
+		return 0;
+	}
+	pool_place(p, j);
+	return id;
 }
 
 uint64_t pool_submit(struct pool *p, const struct job_req *r, job_done_cb cb, void *ud)
 {
 	double tmo = r->timeout > 0 ? r->timeout : p->cfg->job_timeout;
-	uint64_t id = ++p->next_id;
-	struct job *j = job_new(id, r, tmo, cb, ud);
+	uint64_t id;
+	struct job *j;
 	char err[512];
 	int rc;
 
+	if (r->kind != JOB_KIND_EXEC)
+		return pool_submit_key(p, r, cb, ud);
+	id = ++p->next_id;
+	j = job_new(id, r, tmo, cb, ud);
 	p->cnt.jobs_total++;
 	if (!j) {
 		p->cnt.jobs_failed++;
@@ -265,7 +382,7 @@ static void pool_tick(struct loop *l, void *ud)
 		return;
 	for (w = p->workers; w; w = n) {
 		n = w->next;
-		if (w->state == W_IDLE && !w->qhead && now - w->last_used > idle) {
+		if (w->state == W_IDLE && !w->qhead && !w->pinned && now - w->last_used > idle) {
 			logx(LOGX_INFO, "worker %d (%s) idle for %.0f s: stopped", (int)w->pid, w->spec,
 			     now - w->last_used);
 			worker_retire(w);
@@ -296,6 +413,14 @@ struct pool *pool_new(struct loop *l, const struct config *cfg, const struct int
 		return NULL;
 	}
 	p->tick = loop_timer_add(l, 1.0, pool_tick, p);
+	if (p->cgroup_base[0]) {
+		int r = cgroup_enable_memory(p->cgroup_base);
+
+		p->mem_cgroup = r == 0;
+		if (r < 0)
+			logx(LOGX_INFO, "no memory controller for the workers' cgroups (%s): "
+			     "max_memory_mb is enforced with RLIMIT_AS", strerror(-r));
+	}
 	return p;
 }
 
@@ -334,7 +459,11 @@ void pool_free(struct pool *p)
 
 int pool_each_worker(struct pool *p, int (*cb)(const struct pool_worker_info *w, void *ud), void *ud)
 {
-	double now = loop_now();
+	struct timespec ts;
+	double now = loop_now(), wall;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	wall = (double)ts.tv_sec + ts.tv_nsec / 1e9;
 
 	for (struct worker *w = p->workers; w; w = w->next) {
 		struct pool_worker_info i;
@@ -348,6 +477,8 @@ int pool_each_worker(struct pool *p, int (*cb)(const struct pool_worker_info *w,
 			.started_by = w->via_zygote ? "zygote" : "exec", .pid = w->pid,
 			.jobs = w->jobs, .queued = w->qlen, .once = w->once,
 			.idle_s = w->state == W_IDLE ? now - w->last_used : 0, .start_ms = w->start_ms,
+			.pinned = w->pinned, .max_memory_mb = w->max_memory_mb,
+			.last_used = wall - (now - w->last_used),
 		};
 		if ((r = cb(&i, ud)) != 0)
 			return r;
@@ -360,10 +491,16 @@ int pool_each_zygote(struct pool *p, int (*cb)(const struct spawner_zygote_info 
 	return spawner_each(p->env.spawner, cb, ud);
 }
 
+int pool_each_kept(struct pool *p, int (*cb)(const struct spawner_kept_info *k, void *ud), void *ud)
+{
+	return spawner_each_kept(p->env.spawner, cb, ud);
+}
+
 void pool_stats(struct pool *p, struct pool_stats *out)
 {
 	out->c = p->cnt;
 	out->workers = live_count(p);
 	out->cgroups = p->cgroup_base[0] != 0;
+	out->memory_cgroup = p->mem_cgroup;
 	router_stats(p->router, &out->probed, &out->probe_failed, &out->probing);
 }

@@ -16,43 +16,74 @@
 /* JSON types an argument may take (bit set). */
 enum { PT_STR = 1, PT_NUM = 2, PT_BOOL = 4, PT_NULL = 8, PT_ARR = 16, PT_OBJ = 32 };
 
+/* What a number must be, when it is one (null passes where allowed). */
+enum {
+	PR_ANY = 0,
+	PR_INT,        /* an integer in [lo, hi] */
+	PR_POS,        /* a number in (lo, hi] */
+};
+
 struct proto_arg {
 	const char *key;
 	unsigned types;
 	int required;
+	int range;         /* PR_*: judged here, so every front refuses alike */
+	double lo, hi;
+	const char *needs; /* given (not null) only beside this key, not null */
 };
+
+/* Table rows: a required argument, an optional one (null allowed), and an
+ * optional number that must fall in a range. */
+#define ARG_REQ(k, t) { .key = (k), .types = (t), .required = 1 }
+#define ARG_OPT(k, t) { .key = (k), .types = (t) | PT_NULL }
+#define ARG_NUM(k, r, l, h) { .key = (k), .types = PT_NUM | PT_NULL, .range = (r), .lo = (l), .hi = (h) }
+#define ARG_END { .key = NULL }
 
 /* Every request carries these; proto_decode checks their values itself. */
 static const struct proto_arg proto_common_args[] = {
-	{ "v", PT_NUM, 1 }, { "id", PT_NUM, 1 }, { "op", PT_STR, 1 }, { NULL, 0, 0 },
+	ARG_REQ("v", PT_NUM), ARG_REQ("id", PT_NUM), ARG_REQ("op", PT_STR), ARG_END,
 };
 
 static const struct proto_arg proto_exec_args[] = {
-	{ "spec", PT_STR, 1 },
-	{ "code", PT_STR, 1 },
-	{ "python", PT_STR | PT_NULL, 0 },
-	{ "timeout", PT_NUM | PT_NULL, 0 },
-	{ "tag", PT_STR | PT_NULL, 0 },
-	{ "once", PT_BOOL | PT_NULL, 0 },
-	{ "arrays", PT_ARR | PT_NULL, 0 },
-	{ "bind", PT_OBJ | PT_NULL, 0 },
-	{ NULL, 0, 0 },
+	ARG_REQ("spec", PT_STR),
+	ARG_REQ("code", PT_STR),
+	ARG_OPT("python", PT_STR),
+	ARG_NUM("timeout", PR_POS, 0, PROTO_MAX_TIMEOUT),
+	ARG_OPT("tag", PT_STR),
+	ARG_OPT("once", PT_BOOL),
+	ARG_OPT("arrays", PT_ARR),
+	ARG_OPT("bind", PT_OBJ),
+	ARG_OPT("pin", PT_BOOL),
+	ARG_NUM("max_memory_mb", PR_POS, 0, PROTO_MAX_MEMORY_MB),
+	ARG_END,
 };
 static const struct proto_arg proto_shm_create_args[] = {
-	{ "size", PT_NUM, 1 },
-	{ "name", PT_STR | PT_NULL, 0 },
-	{ "persist", PT_BOOL | PT_NULL, 0 },
-	{ "dtype", PT_STR | PT_NULL, 0 },
-	{ "shape", PT_ARR | PT_NULL, 0 },
-	{ NULL, 0, 0 },
+	ARG_REQ("size", PT_NUM),
+	ARG_OPT("name", PT_STR),
+	ARG_OPT("persist", PT_BOOL),
+	ARG_OPT("dtype", PT_STR),
+	ARG_OPT("shape", PT_ARR),
+	ARG_END,
 };
 static const struct proto_arg proto_shm_remove_args[] = {
-	{ "name", PT_STR, 1 },
-	{ NULL, 0, 0 },
+	ARG_REQ("name", PT_STR),
+	ARG_END,
 };
 static const struct proto_arg proto_cancel_args[] = {
-	{ "target", PT_NUM, 1 },
-	{ NULL, 0, 0 },
+	ARG_REQ("target", PT_NUM),
+	ARG_END,
+};
+static const struct proto_arg proto_evict_args[] = {
+	ARG_REQ("spec", PT_STR),
+	ARG_OPT("python", PT_STR),
+	ARG_OPT("tag", PT_STR),
+	ARG_END,
+};
+static const struct proto_arg proto_idle_config_args[] = {
+	ARG_OPT("python", PT_STR),
+	{ .key = "count", .types = PT_NUM | PT_NULL, .range = PR_INT, .lo = 0,
+	  .hi = PROTO_MAX_IDLE_COUNT, .needs = "python" },
+	ARG_END,
 };
 
 /* An op without an argument list takes no arguments. */
@@ -71,6 +102,8 @@ static const struct {
 	[PROTO_OP_SHM_CREATE] = { "shm_create", proto_shm_create_args },
 	[PROTO_OP_SHM_LIST] = { "shm_list", NULL },
 	[PROTO_OP_SHM_REMOVE] = { "shm_remove", proto_shm_remove_args },
+	[PROTO_OP_EVICT] = { "evict", proto_evict_args },
+	[PROTO_OP_IDLE_CONFIG] = { "idle_config", proto_idle_config_args },
 };
 
 #define PROTO_NOPS ((int)(sizeof(proto_ops) / sizeof(proto_ops[0])))
@@ -384,10 +417,33 @@ static const char *proto_types_text(unsigned t)
 	return t < sizeof text / sizeof text[0] && text[t] ? text[t] : "another type";
 }
 
+/* Whether the number d is within a's range; its text into err if not. */
+static int proto_check_range(const struct proto_arg *a, const char *op, double d, char *err,
+			     size_t errlen)
+{
+	switch (a->range) {
+	case PR_INT:
+		/* Range first (NaN fails it too), then the integer cast is defined. */
+		if (d >= a->lo && d <= a->hi && (double)(long long)d == d)
+			return 0;
+		snprintf(err, errlen, "%s: \"%s\" must be an integer from %.15g to %.15g", op, a->key,
+			 a->lo, a->hi);
+		return -EINVAL;
+	case PR_POS:
+		if (d > a->lo && d <= a->hi)
+			return 0;
+		snprintf(err, errlen, "%s: \"%s\" must be a number over %.15g and at most %.15g", op,
+			 a->key, a->lo, a->hi);
+		return -EINVAL;
+	default:
+		return 0;
+	}
+}
+
 /*
  * Checks msg's top-level keys against the common keys and op's table:
- * each known, of an allowed type, present once; every required one there.
- * -EINVAL with the key and the op named in err.
+ * each known, of an allowed type (a number in its range), present once;
+ * every required one there.  -EINVAL with the key and the op named in err.
  */
 static int proto_check_args(const cJSON *msg, int op, char *err, size_t errlen)
 {
@@ -420,13 +476,26 @@ static int proto_check_args(const cJSON *msg, int op, char *err, size_t errlen)
 				 proto_types_text(a->types));
 			return -EINVAL;
 		}
+		if (cJSON_IsNumber(c) && proto_check_range(a, name, c->valuedouble, err, errlen) < 0)
+			return -EINVAL;
 	}
-	for (unsigned i = 0; args && args[i].key; i++)
+	for (unsigned i = 0; args && args[i].key; i++) {
+		const cJSON *v, *other;
+
 		if (args[i].required && !(seen & 1u << i)) {
 			snprintf(err, errlen, "%s: missing \"%s\" (%s)", name, args[i].key,
 				 proto_types_text(args[i].types));
 			return -EINVAL;
 		}
+		v = cJSON_GetObjectItemCaseSensitive(msg, args[i].key);
+		if (args[i].needs && v && !cJSON_IsNull(v) &&
+		    (!(other = cJSON_GetObjectItemCaseSensitive(msg, args[i].needs)) ||
+		     cJSON_IsNull(other))) {
+			snprintf(err, errlen, "%s: \"%s\" needs \"%s\"", name, args[i].key,
+				 args[i].needs);
+			return -EINVAL;
+		}
+	}
 	return 0;
 }
 
@@ -533,6 +602,17 @@ int proto_decode(const char *payload, size_t plen, cJSON **out, uint64_t *id,
 	}
 	*out = msg;
 	return op;
+}
+
+cJSON *proto_reply_ok(void)
+{
+	cJSON *r = cJSON_CreateObject();
+
+	if (r && !cJSON_AddBoolToObject(r, "ok", 1)) {
+		cJSON_Delete(r);
+		return NULL;
+	}
+	return r;
 }
 
 cJSON *proto_reply_error(int err, int reason, const char *fmt, ...)

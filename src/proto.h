@@ -13,8 +13,9 @@
  *   "reason" (the names of OMNI_REASONS in omnipkg.h).  The id of a reply
  *   is written as the integer's exact digits.
  *
- * Requests are strict: a key the op does not take, a key given twice or a
- * value of the wrong JSON type is refused (reason "badarg"); a string that
+ * Requests are strict: a key the op does not take, a key given twice, a
+ * value of the wrong JSON type or a number out of its range is refused
+ * (reason "badarg", naming the key); a string that
  * is not valid UTF-8 is refused ("badcode"), and so is a request larger
  * than PROTO_MAX_FRAME - PROTO_ENVELOPE once re-encoded ("toolarge").
  * Replies may arrive in any order; the id matches them to requests.
@@ -23,8 +24,25 @@
  *   1 hello     -> daemon, version, proto, pid, features (op names, "op.arg"
  *                  for each optional argument, capability words)
  *   2 exec      spec (string), code (string), [python (string), timeout
- *               (number, s), tag (string), once (bool), arrays (array),
- *               bind (object)]; optional ones may be null
+ *               (number, s, over 0, at most PROTO_MAX_TIMEOUT), tag (string), once (bool), arrays (array),
+ *               bind (object), pin (bool), max_memory_mb (number)];
+ *               optional ones may be null
+ *               pin: true pins the worker that serves the job for the rest
+ *               of its life: it is never stopped for idleness nor evicted
+ *               to stay within max_workers (a later exec without pin does
+ *               not unpin; evict still stops it).
+ *               max_memory_mb: over 0, at most PROTO_MAX_MEMORY_MB; the
+ *               worker's memory is limited to that many MiB before the
+ *               job runs, for the rest of its life (a later exec with
+ *               another value changes it).  In the worker's own cgroup
+ *               when the memory controller is there (memory.max, and
+ *               memory.swap.max 0): a job going over it gets the worker
+ *               killed and fails with reason "memory"; the next job gets
+ *               a new worker.  Else RLIMIT_AS (address space, soft limit:
+ *               a job may raise it again) on the worker: a job failing
+ *               with MemoryError on a limited worker fails with reason
+ *               "memory" and the worker is kept.  status says which
+ *               ("memory_limit": "cgroup"|"rlimit").
  *               arrays: up to 64 views of shared segments, bound as globals
  *               before the code runs (numpy ndarrays; a typed memoryview
  *               where the worker has no numpy):
@@ -69,9 +87,14 @@
  *                  crashes, timeouts, cancelled, leftovers_killed,
  *                  containment ("cgroup"|"proc"), pythons_probed,
  *                  pythons_probe_failed, zygotes: [...], shm: {dir,
- *                  segments, bytes, quota, quota_enforced_by_kernel}
+ *                  segments, bytes, quota, quota_enforced_by_kernel},
+ *                  memory_limit ("cgroup"|"rlimit": how max_memory_mb is
+ *                  enforced), idle_pool: {python path: {count,
+ *                  zygote_pid (0: none now), ready}}
  *   4 workers   -> workers: [{spec, python, version, tag, pid, state, jobs,
- *                  queued, rss_kb, idle_s, start_ms, started_by, once}]
+ *                  queued, rss_kb, idle_s, start_ms, started_by, once,
+ *                  pinned, max_memory_mb (0: none), last_used (UNIX
+ *                  time, s: when its last job ended, or it started)}]
  *   5 pythons   -> pythons: [{name, version, path, tag, source, default,
  *                  short_name_target}]
  *   6 list      -> bubbles: [{tag, name, version, path}]
@@ -80,7 +103,7 @@
  *               -> {} once that job has been failed with reason
  *                  "cancelled" (a running one's worker is killed); errno
  *                  ENOENT when it is not queued or running
- * *   9 shm_create  size (number, bytes), [name (string), persist (bool),
+ *   9 shm_create  size (number, bytes), [name (string), persist (bool),
  *               dtype (string), shape (array)]: dtype and shape only
  *               describe the contents (shown by shm_list and the mount)
  *               -> segment {name, id, gen, size, path}: a new segment,
@@ -92,6 +115,25 @@
  *                  dtype, shape (when known)}]
  *  11 shm_remove  name (string) -> {}; a segment a job leases is refused
  *                  (reason "leased"), an unknown one "nosegment"
+ *  12 evict     spec (string), [python (string), tag (string)]: the key of
+ *               a worker, resolved as exec resolves it (a bad spec or tag
+ *               is refused, "badspec"; a python no worker could have
+ *               matches nothing)
+ *               -> evicted: [pid...] ([] when nothing matched): the
+ *                  workers of that key stop, pinned ones too: an idle one
+ *                  now, a busy one as soon as its job ends (that job is
+ *                  not failed), one still starting once it is ready (its
+ *                  pid listed when known).  Jobs queued on them stay
+ *                  queued and get a new worker, as do later execs.
+ *  13 idle_config  [python (string), count (integer 0..PROTO_MAX_IDLE_COUNT)]
+ *               -> config: {python path: count}.  Without count it only
+ *                  reads; count needs python (badarg), which is resolved
+ *                  as exec resolves it ("nopython").  count >= 1 keeps
+ *                  that interpreter's zygote started at all times (started
+ *                  now, started again when it dies); 0, the default,
+ *                  leaves it to start on demand (and drops the entry).
+ *                  One zygote serves any number of forks: the count is
+ *                  recorded as given, not a number of processes.
  *
  * Worker channel (the worker runtime: src/worker/omniworker):
  *   worker -> daemon  {"op":"ready", "pid":n, "python":"3.11.7", "executable":s}
@@ -156,7 +198,13 @@ enum proto_op {
 	PROTO_OP_SHM_CREATE = 9,
 	PROTO_OP_SHM_LIST = 10,
 	PROTO_OP_SHM_REMOVE = 11,
+	PROTO_OP_EVICT = 12,
+	PROTO_OP_IDLE_CONFIG = 13,
 };
+
+#define PROTO_MAX_TIMEOUT 604800      /* exec "timeout": a week, in seconds */
+#define PROTO_MAX_MEMORY_MB 1048576   /* exec "max_memory_mb": 1 TiB */
+#define PROTO_MAX_IDLE_COUNT 64       /* idle_config "count" */
 
 /*
  * Looks for one whole frame at the start of buf.  Returns the number of
@@ -186,9 +234,10 @@ char *proto_encode(const cJSON *msg, size_t *len_out);
  * deletes) and *id is set.  On failure returns -EBADMSG (not JSON, not an
  * object, bad id), -EPROTONOSUPPORT (other version), -EOPNOTSUPP (unknown
  * op), -EILSEQ (a string or key not valid UTF-8), -EINVAL (an argument
- * unknown, repeated, missing or of the wrong type) or -EMSGSIZE (too large
- * once re-encoded), writes a readable reason into err, and sets *id when
- * one could be read (0 otherwise) so that the error can still be answered.
+ * unknown, repeated, missing, of the wrong type, out of range or without
+ * the one it needs) or -EMSGSIZE (too large once re-encoded), writes a
+ * readable reason into err, and sets *id when one could be read (0
+ * otherwise) so that the error can still be answered.
  */
 int proto_decode(const char *payload, size_t plen, cJSON **out, uint64_t *id,
 		 char *err, size_t errlen);
@@ -211,6 +260,10 @@ int proto_utf8_valid(const char *s, size_t n);
 /* An upper bound of the bytes cJSON_PrintUnformatted writes for item,
  * exact for strings, objects and arrays of them. */
 size_t proto_json_size(const cJSON *item);
+
+/* A successful reply: {"ok": true}, for the caller to add to.  Caller
+ * owns it; NULL when out of memory. */
+cJSON *proto_reply_ok(void);
 
 /*
  * A failed reply, the one builder of them all: {"ok": false, "error":

@@ -88,7 +88,6 @@ struct pending {
 };
 
 static void conn_close(struct conn *c);
-static cJSON *ok_reply(void);
 static void conn_io(struct loop *l, int fd, uint32_t ev, void *ud);
 static void conn_sync(struct conn *c);
 
@@ -228,14 +227,38 @@ static int bind_ok(const cJSON *b, char *err, size_t errlen)
 	return 0;
 }
 
+/* Hands r to the core; the reply goes to id when it comes. */
+static void conn_submit(struct conn *c, uint64_t id, struct job_req *r)
+{
+	struct pending *pd;
+	uint64_t job;
+
+	r->owner = c->owner;
+	pd = malloc(sizeof *pd);
+	if (!pd)
+		return conn_error(c, id, ENOMEM, NOMEM, "out of memory");
+	*pd = (struct pending){ .c = c, .id = id, .next = c->pend };
+	if (c->pend)
+		c->pend->prev = pd;
+	c->pend = pd;
+	c->inflight++;
+	c->jobs++;
+	job = core_submit(c->srv->ctx.core, r, job_done, pd);
+	/* The reply may have come already (pd is gone then). */
+	for (pd = c->pend; pd; pd = pd->next)
+		if (pd->id == id && pd->job == 0) {
+			pd->job = job;
+			break;
+		}
+}
+
 static void op_exec(struct conn *c, uint64_t id, const cJSON *req)
 {
 	static struct array_desc arrays[ARRAYS_MAX];   /* the loop is single-threaded */
-	struct job_req r = { 0 };
-	const cJSON *t = cJSON_GetObjectItemCaseSensitive(req, "timeout");
+	struct job_req r = { .kind = JOB_KIND_EXEC };
 	const cJSON *b = cJSON_GetObjectItemCaseSensitive(req, "bind");
-	struct pending *pd;
-	uint64_t job;
+	const cJSON *t = cJSON_GetObjectItemCaseSensitive(req, "timeout");
+	const cJSON *mem = cJSON_GetObjectItemCaseSensitive(req, "max_memory_mb");
 	char err[512];
 	int n;
 
@@ -244,11 +267,12 @@ static void op_exec(struct conn *c, uint64_t id, const cJSON *req)
 	r.python = arg_str(req, "python");
 	r.tag = arg_str(req, "tag");
 	r.once = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(req, "once"));
-	if (cJSON_IsNumber(t)) {
-		if (!(t->valuedouble > 0 && t->valuedouble <= 7 * 86400))
-			return conn_error(c, id, EINVAL, BADARG, "exec: \"timeout\" must be seconds in (0, 604800]");
+	r.pin = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(req, "pin"));
+	/* Numbers are in their ranges: proto_decode checked them. */
+	if (cJSON_IsNumber(t))
 		r.timeout = t->valuedouble;
-	}
+	if (cJSON_IsNumber(mem))
+		r.max_memory_mb = mem->valuedouble;
 	n = arrays_parse(cJSON_GetObjectItemCaseSensitive(req, "arrays"), arrays, ARRAYS_MAX, err,
 			 sizeof err);
 	if (n < 0)
@@ -260,23 +284,27 @@ static void op_exec(struct conn *c, uint64_t id, const cJSON *req)
 			return conn_error(c, id, EINVAL, BADARG, "%s", err);
 		r.bind = b;
 	}
-	r.owner = c->owner;
-	pd = malloc(sizeof *pd);
-	if (!pd)
-		return conn_error(c, id, ENOMEM, NOMEM, "out of memory");
-	*pd = (struct pending){ .c = c, .id = id, .next = c->pend };
-	if (c->pend)
-		c->pend->prev = pd;
-	c->pend = pd;
-	c->inflight++;
-	c->jobs++;
-	job = core_submit(c->srv->ctx.core, &r, job_done, pd);
-	/* The reply may have come already (pd is gone then). */
-	for (pd = c->pend; pd; pd = pd->next)
-		if (pd->id == id && pd->job == 0) {
-			pd->job = job;
-			break;
-		}
+	conn_submit(c, id, &r);
+}
+
+static void op_evict(struct conn *c, uint64_t id, const cJSON *req)
+{
+	struct job_req r = { .kind = JOB_KIND_EVICT, .spec = arg_str(req, "spec"),
+			     .python = arg_str(req, "python"), .tag = arg_str(req, "tag") };
+
+	conn_submit(c, id, &r);
+}
+
+static void op_idle_config(struct conn *c, uint64_t id, const cJSON *req)
+{
+	const cJSON *n = cJSON_GetObjectItemCaseSensitive(req, "count");
+	struct job_req r = { .kind = JOB_KIND_IDLE, .python = arg_str(req, "python") };
+
+	/* proto_decode made count an integer in range, given beside python. */
+	if (!cJSON_IsNumber(n))
+		return conn_reply(c, id, core_idle_config(c->srv->ctx.core));
+	r.idle_count = (int)n->valuedouble;
+	conn_submit(c, id, &r);
 }
 
 static cJSON *segment_json(const struct shm_info *g, const struct shm *shm, uint64_t me)
@@ -344,7 +372,7 @@ static void op_shm_create(struct conn *c, uint64_t id, const cJSON *req)
 	shm_set_meta(shm, g.name, cJSON_IsString(dtype) ? norm : NULL, shape_text);
 	free(shape_text);
 	shm_stat(shm, g.name, &g);
-	r = ok_reply();
+	r = proto_reply_ok();
 	cJSON_AddItemToObject(r, "segment", segment_json(&g, shm, c->owner));
 	conn_reply(c, id, r);
 }
@@ -360,7 +388,7 @@ static int list_segment(const struct shm_info *g, void *ud)
 
 static void op_shm_list(struct conn *c, uint64_t id)
 {
-	cJSON *r = ok_reply(), *a = cJSON_AddArrayToObject(r, "segments");
+	cJSON *r = proto_reply_ok(), *a = cJSON_AddArrayToObject(r, "segments");
 	void *ud[2] = { c, a };
 
 	shm_list(core_shm(c->srv->ctx.core), list_segment, ud);
@@ -386,7 +414,7 @@ static void op_shm_remove(struct conn *c, uint64_t id, const cJSON *req)
 				  "%d job(s); remove it when they end", name, g.leases);
 	if (rc < 0)
 		return conn_error(c, id, -rc, NOSEGMENT, "shm_remove: %s", strerror(-rc));
-	conn_reply(c, id, ok_reply());
+	conn_reply(c, id, proto_reply_ok());
 }
 
 static void op_cancel(struct conn *c, uint64_t id, const cJSON *req)
@@ -400,20 +428,12 @@ static void op_cancel(struct conn *c, uint64_t id, const cJSON *req)
 	if (!pd || core_cancel(c->srv->ctx.core, pd->job) < 0)
 		return conn_error(c, id, ENOENT, BADARG,
 				  "cancel: no job of this connection runs or waits with that id");
-	conn_reply(c, id, ok_reply());
-}
-
-static cJSON *ok_reply(void)
-{
-	cJSON *r = cJSON_CreateObject();
-
-	cJSON_AddBoolToObject(r, "ok", 1);
-	return r;
+	conn_reply(c, id, proto_reply_ok());
 }
 
 static void op_hello(struct conn *c, uint64_t id)
 {
-	cJSON *r = ok_reply();
+	cJSON *r = proto_reply_ok();
 
 	cJSON_AddStringToObject(r, "daemon", "omnipkgd");
 	cJSON_AddStringToObject(r, "version", OMNI_VERSION);
@@ -437,7 +457,7 @@ static void op_status(struct conn *c, uint64_t id)
 
 static void op_workers(struct conn *c, uint64_t id)
 {
-	cJSON *r = ok_reply();
+	cJSON *r = proto_reply_ok();
 
 	cJSON_AddItemToObject(r, "workers", core_workers_json(c->srv->ctx.core));
 	conn_reply(c, id, r);
@@ -445,7 +465,7 @@ static void op_workers(struct conn *c, uint64_t id)
 
 static void op_pythons(struct conn *c, uint64_t id)
 {
-	cJSON *r = ok_reply();
+	cJSON *r = proto_reply_ok();
 
 	cJSON_AddItemToObject(r, "pythons", core_pythons_json(c->srv->ctx.core));
 	conn_reply(c, id, r);
@@ -465,7 +485,7 @@ static int list_one(const char *tag, const char *name, const char *version, cons
 
 static void op_list(struct conn *c, uint64_t id)
 {
-	cJSON *r = ok_reply(), *a = cJSON_AddArrayToObject(r, "bubbles");
+	cJSON *r = proto_reply_ok(), *a = cJSON_AddArrayToObject(r, "bubbles");
 
 	bubble_list(core_home(c->srv->ctx.core), list_one, a);
 	conn_reply(c, id, r);
@@ -476,7 +496,7 @@ static void op_shutdown(struct conn *c, uint64_t id)
 	struct server *s = c->srv;
 
 	logx(LOGX_INFO, "shutdown requested by a client (pid %d)", (int)c->pid);
-	conn_reply(c, id, ok_reply());
+	conn_reply(c, id, proto_reply_ok());
 	if (s->ctx.on_shutdown)
 		s->ctx.on_shutdown(s->ctx.ud);
 }
@@ -504,6 +524,8 @@ static void conn_request(struct conn *c, const char *pl, size_t len)
 	case PROTO_OP_SHM_CREATE: op_shm_create(c, id, req); break;
 	case PROTO_OP_SHM_LIST: op_shm_list(c, id); break;
 	case PROTO_OP_SHM_REMOVE: op_shm_remove(c, id, req); break;
+	case PROTO_OP_EVICT: op_evict(c, id, req); break;
+	case PROTO_OP_IDLE_CONFIG: op_idle_config(c, id, req); break;
 	default: conn_error(c, id, EOPNOTSUPP, PROTO, "unknown op"); break;
 	}
 	cJSON_Delete(req);

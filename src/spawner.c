@@ -42,12 +42,27 @@ struct zygote {
 	struct zygote *next;
 };
 
+/* An interpreter whose zygote is kept started (idle_config). */
+struct keep {
+	struct spawner *s;
+	struct interp py;
+	int count;
+	int fails;                 /* zygotes in a row that died before ready */
+	struct loop_timer *restart;
+	struct keep *next;
+};
+
 struct spawner {
 	struct loop *loop;
 	const char *entry;
 	struct zygote *zygotes;
+	struct keep *kept;         /* in the order recorded */
+	int stopping;              /* no zygote is started again */
 	uint64_t next_fork;
 };
+
+#define KEEP_RESTART_MIN 0.05  /* seconds before a kept zygote is started again */
+#define KEEP_RESTART_MAX 30.0  /* the longest pause, for one that keeps failing */
 
 /* In the child between fork and exec: signals back to defaults. */
 static void child_reset_signals(void)
@@ -110,15 +125,61 @@ int spawner_exec(struct spawner *s, const struct interp *py, int cfd, const cJSO
 }
 
 static void zygote_io(struct loop *l, int fd, uint32_t ev, void *ud);
+static struct zygote *zygote_get(struct spawner *s, const struct interp *py);
+
+static struct keep *keep_find(struct spawner *s, const char *path)
+{
+	for (struct keep *k = s->kept; k; k = k->next)
+		if (strcmp(k->py.path, path) == 0)
+			return k;
+	return NULL;
+}
+
+static struct zygote *zygote_live(struct spawner *s, const char *path)
+{
+	for (struct zygote *z = s->zygotes; z; z = z->next)
+		if (!z->dead && strcmp(z->py.path, path) == 0)
+			return z;
+	return NULL;
+}
+
+static void keep_schedule(struct keep *k);
+
+static void keep_restart(struct loop *l, void *ud)
+{
+	struct keep *k = ud;
+
+	k->restart = NULL;
+	if (k->s->stopping || zygote_live(k->s, k->py.path))
+		return;
+	if (!zygote_get(k->s, &k->py)) {
+		k->fails++;
+		keep_schedule(k);
+	}
+}
+
+/* Starts k's zygote again soon: at once after a zygote that had been
+ * ready, later and later after each that was not. */
+static void keep_schedule(struct keep *k)
+{
+	double after = KEEP_RESTART_MIN;
+
+	if (k->restart || k->s->stopping)
+		return;
+	for (int i = 0; i < k->fails && after < KEEP_RESTART_MAX; i++)
+		after *= 2;
+	if (after > KEEP_RESTART_MAX)
+		after = KEEP_RESTART_MAX;
+	k->restart = loop_timer_add(k->s->loop, after, keep_restart, k);
+}
 
 static struct zygote *zygote_get(struct spawner *s, const struct interp *py)
 {
 	struct zygote *z;
 	int sv[2];
 
-	for (z = s->zygotes; z; z = z->next)
-		if (!z->dead && strcmp(z->py.path, py->path) == 0)
-			return z;
+	if ((z = zygote_live(s, py->path)))
+		return z;
 	z = calloc(1, sizeof *z);
 	if (!z || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
 		free(z);
@@ -202,12 +263,19 @@ static void zygote_lost(struct zygote *z, const char *why)
 {
 	struct spawner *s = z->s;
 	struct zygote **pp;
+	struct keep *k;
 
 	if (!z->dead) {
 		z->dead = 1;
 		loop_del(s->loop, z->fd);
 		close(z->fd);
 		chan_free(&z->ch);
+		if (!s->stopping && (k = keep_find(s, z->py.path))) {
+			k->fails += !z->ready;
+			logx(LOGX_INFO, "zygote %d for %s lost (%s): kept warm, starting another",
+			     (int)z->pid, z->py.path, why);
+			keep_schedule(k);
+		}
 	}
 	while (z->pending)
 		wait_end(z->pending, why);
@@ -238,6 +306,10 @@ static void zygote_io(struct loop *l, int fd, uint32_t ev, void *ud)
 		const char *op = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m, "op"));
 
 		if (op && strcmp(op, "ready") == 0 && !z->ready) {
+			struct keep *k = keep_find(z->s, z->py.path);
+
+			if (k)
+				k->fails = 0;
 			z->ready = 1;
 			z->start_ms = (loop_now() - z->t_spawn) * 1000;
 			logx(LOGX_INFO, "zygote %d ready in %.1f ms", (int)z->pid, z->start_ms);
@@ -309,6 +381,53 @@ int spawner_each(struct spawner *s, int (*cb)(const struct spawner_zygote_info *
 	return 0;
 }
 
+int spawner_keep(struct spawner *s, const struct interp *py, int count)
+{
+	struct keep *k = keep_find(s, py->path), **pp;
+
+	if (count <= 0) {
+		for (pp = &s->kept; *pp; pp = &(*pp)->next)
+			if (*pp == k) {
+				*pp = k->next;
+				loop_timer_cancel(s->loop, k->restart);
+				free(k);
+				break;
+			}
+		return 0;
+	}
+	if (!k) {
+		if (!(k = calloc(1, sizeof *k)))
+			return -ENOMEM;
+		k->s = s;
+		k->py = *py;
+		for (pp = &s->kept; *pp; pp = &(*pp)->next)
+			;
+		*pp = k;
+	}
+	k->count = count;
+	k->fails = 0;
+	if (!zygote_live(s, py->path) && !s->stopping && !k->restart && !zygote_get(s, py)) {
+		k->fails++;
+		keep_schedule(k);
+	}
+	return 0;
+}
+
+int spawner_each_kept(struct spawner *s, int (*cb)(const struct spawner_kept_info *k, void *ud),
+		      void *ud)
+{
+	for (struct keep *k = s->kept; k; k = k->next) {
+		struct zygote *z = zygote_live(s, k->py.path);
+		struct spawner_kept_info i = { .python = k->py.path, .count = k->count,
+					       .zygote_pid = z ? z->pid : 0, .ready = z && z->ready };
+		int r;
+
+		if ((r = cb(&i, ud)) != 0)
+			return r;
+	}
+	return 0;
+}
+
 struct spawner *spawner_new(struct loop *l, const char *entry)
 {
 	struct spawner *s = calloc(1, sizeof *s);
@@ -322,6 +441,11 @@ struct spawner *spawner_new(struct loop *l, const char *entry)
 
 void spawner_kill(struct spawner *s)
 {
+	s->stopping = 1;
+	for (struct keep *k = s->kept; k; k = k->next) {
+		loop_timer_cancel(s->loop, k->restart);
+		k->restart = NULL;
+	}
 	for (struct zygote *z = s->zygotes, *n; z; z = n) {
 		n = z->next;
 		if (!z->dead)
@@ -342,6 +466,12 @@ void spawner_free(struct spawner *s)
 	while (s->zygotes) {
 		s->zygotes->pid = 0;   /* given up on: zygote_lost frees it */
 		zygote_lost(s->zygotes, "the daemon is shutting down");
+	}
+	while (s->kept) {
+		struct keep *k = s->kept;
+
+		s->kept = k->next;
+		free(k);
 	}
 	free(s);
 }

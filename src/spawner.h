@@ -13,6 +13,11 @@
  * (or is forked from `<entry> zygote FD`), talks on its end of a private
  * socketpair, and its exit reaches the daemon, a child subreaper.  The
  * zygote never runs user code.
+ *
+ * A zygote lives until it dies (or the daemon stops).  An interpreter
+ * kept warm (spawner_keep, the idle_config op) has its zygote started at
+ * once and started again whenever it dies, after a pause that grows while
+ * it keeps dying before it is ready.
  */
 #ifndef OMNI_SPAWNER_H
 #define OMNI_SPAWNER_H
@@ -69,5 +74,21 @@ struct spawner_zygote_info {
 };
 /* Calls cb for each live zygote until it returns nonzero. */
 int spawner_each(struct spawner *s, int (*cb)(const struct spawner_zygote_info *z, void *ud), void *ud);
+
+/* Records count for py (copied): count >= 1 keeps its zygote started
+ * from now on, 0 forgets it (its zygote, if any, lives on as any other).
+ * 0, or -ENOMEM. */
+int spawner_keep(struct spawner *s, const struct interp *py, int count);
+
+struct spawner_kept_info {
+	const char *python;        /* the interpreter's path */
+	int count;                 /* as recorded, >= 1 */
+	pid_t zygote_pid;          /* 0 while none runs */
+	int ready;
+};
+/* Calls cb for each kept interpreter, in the order recorded, until it
+ * returns nonzero. */
+int spawner_each_kept(struct spawner *s, int (*cb)(const struct spawner_kept_info *k, void *ud),
+		      void *ud);
 
 #endif

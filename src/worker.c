@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -94,19 +95,32 @@ static void fail_queue(struct worker *w, int reason, const char *why)
 	w->qlen = 0;
 }
 
-static void requeue_all(struct worker *w)
+/* Takes w's queue off it, in order. */
+static struct job *take_queue(struct worker *w)
 {
 	struct job *q = w->qhead;
 
 	w->qhead = w->qtail = NULL;
 	w->qlen = 0;
+	return q;
+}
+
+/* Gives the jobs of q back to the pool, in order (the worker that held
+ * them may be gone: env is the pool's). */
+static void requeue_list(const struct wenv *env, struct job *q)
+{
 	while (q) {
 		struct job *n = q->next;
 
 		q->next = NULL;
-		w->env->requeue(w->env->ud, q);
+		env->requeue(env->ud, q);
 		q = n;
 	}
+}
+
+static void requeue_all(struct worker *w)
+{
+	requeue_list(w->env, take_queue(w));
 }
 
 static void worker_grace_expired(struct loop *l, void *ud);
@@ -162,14 +176,22 @@ static void worker_settle(struct worker *w)
 
 	if (w->cur) {
 		int sig = w->reaped && WIFSIGNALED(w->status);
-		cJSON *r = proto_reply_error(0, sig ? OMNI_REASON_SIGNAL : OMNI_REASON_EXIT, "%s", why);
+		/* The kernel's OOM killer, for the limit the job set: not a crash. */
+		int oom = sig && w->mem_cgroup && w->oom_base >= 0 &&
+			  cgroup_oom_kills(w->cgroup) > w->oom_base;
+		cJSON *r = oom ? proto_reply_error(ENOMEM, OMNI_REASON_MEMORY,
+						 "the worker exceeded its %g MiB memory limit "
+						 "and was killed (%s)", w->max_memory_mb, why)
+			       : proto_reply_error(0, sig ? OMNI_REASON_SIGNAL : OMNI_REASON_EXIT,
+						 "%s", why);
 
 		if (sig)
 			cJSON_AddNumberToObject(r, "signal", WTERMSIG(w->status));
 		else if (w->reaped)
 			cJSON_AddNumberToObject(r, "exit_code", WEXITSTATUS(w->status));
-		w->env->cnt->crashes++;
-		logx(LOGX_WARN, "%s during a job on %s", why, w->spec);
+		w->env->cnt->crashes += !oom;
+		logx(LOGX_WARN, "%s during a job on %s%s", why, w->spec,
+		     oom ? ": over its memory limit" : "");
 		finish(w, w->cur, r);
 		w->cur = NULL;
 	}
@@ -353,6 +375,30 @@ static cJSON *take_result_array(struct worker *w, struct job *j, cJSON *m)
 	}
 }
 
+/* A job that failed with MemoryError on a worker with a limit went over
+ * the limit (RLIMIT_AS makes the allocation fail): reason "memory", and
+ * the worker goes on. */
+static void over_limit(struct worker *w, cJSON *m)
+{
+	const char *e = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m, "error"));
+	char msg[512];
+	size_t n;
+
+	if (w->max_memory_mb <= 0 || !e || strncmp(e, "MemoryError", 11) != 0)
+		return;
+	n = strlen(e);
+	while (n > 11 && (e[n - 1] == ' ' || e[n - 1] == ':'))
+		n--;
+	snprintf(msg, sizeof msg, "the worker exceeded its %g MiB memory limit (%.*s)",
+		 w->max_memory_mb, (int)(n > 256 ? 256 : n), e);
+	cJSON_DeleteItemFromObjectCaseSensitive(m, "error");
+	cJSON_DeleteItemFromObjectCaseSensitive(m, "reason");
+	cJSON_DeleteItemFromObjectCaseSensitive(m, "errno");
+	cJSON_AddStringToObject(m, "error", msg);
+	cJSON_AddNumberToObject(m, "errno", ENOMEM);
+	cJSON_AddStringToObject(m, "reason", omni_reason_name(OMNI_REASON_MEMORY));
+}
+
 static void worker_on_done(struct worker *w, cJSON *m)
 {
 	struct job *j = w->cur;
@@ -389,14 +435,24 @@ static void worker_on_done(struct worker *w, cJSON *m)
 		cJSON_DeleteItemFromObjectCaseSensitive(m, "ok");
 		cJSON_AddBoolToObject(m, "ok", 0);
 	}
+	if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "ok")))
+		over_limit(w, m);
 	if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "ok")) &&
 	    !cJSON_GetObjectItemCaseSensitive(m, "reason"))
 		cJSON_AddStringToObject(m, "reason", omni_reason_name(OMNI_REASON_EXCEPTION));
 	finish(w, j, m);
-	if (w->once && !w->qhead)
+	if (w->evicting) {
+		const struct wenv *env = w->env;
+		struct job *q = take_queue(w);
+
+		logx(LOGX_INFO, "worker %d (%s) evicted: stopped after its job", (int)w->pid, w->spec);
 		worker_retire(w);
-	else
+		requeue_list(env, q);
+	} else if (w->once && !w->qhead) {
+		worker_retire(w);
+	} else {
 		worker_dispatch(w);
+	}
 }
 
 static void worker_io(struct loop *l, int fd, uint32_t ev, void *ud)
@@ -484,6 +540,56 @@ void worker_segment_gone(struct worker *w, uint64_t id)
 	}
 }
 
+/* Limits w's memory to mb MiB: in its cgroup where the memory controller
+ * is, else with RLIMIT_AS (the soft limit: a worker may not raise its own
+ * hard limit back, and neither may a daemon without privileges).  0 or
+ * -errno. */
+static int worker_limit_memory(struct worker *w, double mb)
+{
+	uint64_t bytes = (uint64_t)(mb * 1048576.0);
+	struct rlimit rl;
+
+	if (bytes < 4096)
+		bytes = 4096;
+	if (w->cgroup[0] && cgroup_set_memory_max(w->cgroup, bytes) == 0) {
+		w->mem_cgroup = 1;
+	} else {
+		if (prlimit(w->pid, RLIMIT_AS, NULL, &rl) < 0)
+			return -errno;
+		rl.rlim_cur = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < bytes ? rl.rlim_max : bytes;
+		if (prlimit(w->pid, RLIMIT_AS, &rl, NULL) < 0)
+			return -errno;
+		w->mem_cgroup = 0;
+	}
+	logx(LOGX_INFO, "worker %d (%s): memory limited to %g MiB (%s)", (int)w->pid, w->spec, mb,
+	     w->mem_cgroup ? "cgroup memory.max" : "RLIMIT_AS");
+	w->max_memory_mb = mb;
+	return 0;
+}
+
+/* The next queued job, its worker's memory limited as it asks; a job
+ * whose limit cannot be set fails here.  NULL when none is left. */
+static struct job *next_job(struct worker *w)
+{
+	struct job *j;
+	int r;
+
+	while ((j = w->qhead)) {
+		w->qhead = j->next;
+		if (!w->qhead)
+			w->qtail = NULL;
+		w->qlen--;
+		j->next = NULL;
+		if (j->max_memory_mb <= 0 || j->max_memory_mb == w->max_memory_mb ||
+		    (r = worker_limit_memory(w, j->max_memory_mb)) == 0)
+			return j;
+		logx(LOGX_WARN, "worker %d: cannot limit its memory: %s", (int)w->pid, strerror(-r));
+		finish(w, j, proto_reply_error(-r, OMNI_REASON_SPAWN, "cannot limit the worker's "
+					       "memory to %g MiB: %s", j->max_memory_mb, strerror(-r)));
+	}
+	return NULL;
+}
+
 static void worker_dispatch(struct worker *w)
 {
 	struct job *j;
@@ -492,12 +598,10 @@ static void worker_dispatch(struct worker *w)
 
 	if (w->state != W_IDLE || !w->qhead || w->fd < 0)
 		return;
-	j = w->qhead;
-	w->qhead = j->next;
-	if (!w->qhead)
-		w->qtail = NULL;
-	w->qlen--;
-	j->next = NULL;
+	/* Before the limit is set: lowering it may be what kills the worker. */
+	w->oom_base = w->cgroup[0] ? cgroup_oom_kills(w->cgroup) : -ENOENT;
+	if (!(j = next_job(w)))
+		return;
 	w->cur = j;
 	if (!w->first_job)
 		w->first_job = j->id;
@@ -538,6 +642,27 @@ void worker_enqueue(struct worker *w, struct job *j)
 	w->qtail = j;
 	w->qlen++;
 	worker_dispatch(w);
+}
+
+pid_t worker_evict(struct worker *w)
+{
+	const struct wenv *env = w->env;
+	pid_t pid = w->pid > 0 ? w->pid : 0;
+	struct job *q;
+
+	if (w->state == W_DEAD)
+		return 0;
+	if (w->state == W_BUSY) {
+		/* Its queue stays: later jobs queue behind it and all move on
+		 * together, in order, once the job is done. */
+		w->evicting = 1;
+		return pid;
+	}
+	q = take_queue(w);
+	logx(LOGX_INFO, "worker %d (%s) evicted", (int)w->pid, w->spec);
+	worker_retire(w);
+	requeue_list(env, q);
+	return pid;
 }
 
 void worker_retire(struct worker *w)

@@ -21,6 +21,16 @@
  *                                       if it never got ready)
  *   dead       no exit status in 2 s    kill it (SIGKILL), settle
  *   idle       retire (idle, LRU, once) -> dead; freed when reaped
+ *   idle,      evict                    retire; its queue goes back to the
+ *   starting                            pool
+ *   busy       evict                    marked: retired when its job is done,
+ *                                       its queue (later jobs too) goes back
+ *
+ * A job with max_memory_mb limits its worker's memory before it runs (the
+ * worker's cgroup where it has the memory controller, else RLIMIT_AS).  A
+ * worker killed for going over it in its cgroup, or a job that failed
+ * with MemoryError on a limited worker, fails the job with reason
+ * "memory".
  *
  * All of it runs on the loop thread.
  */
@@ -84,6 +94,11 @@ struct worker {
 	struct loop_timer *tmo;   /* spawn or job timeout, or death grace once dead */
 	uint64_t jobs, first_job;
 	double t_spawn, start_ms, last_used;
+	int pinned;               /* never retired for idleness or LRU */
+	int evicting;             /* busy when evicted: retire once the job ends */
+	double max_memory_mb;     /* the limit set on it, 0: none */
+	int mem_cgroup;           /* the limit is its cgroup's memory.max (else RLIMIT_AS) */
+	long long oom_base;       /* its cgroup's oom_kill count when the job started */
 	int reaped, status;
 	struct worker *next;      /* the pool's list */
 };
@@ -96,6 +111,10 @@ struct worker *worker_new(const struct wenv *env, uint64_t serial, const char *s
 void worker_enqueue(struct worker *w, struct job *j);
 /* Stops an idle worker: it exits on EOF; freed when reaped. */
 void worker_retire(struct worker *w);
+/* Stops w for an evict: an idle or starting one now, a busy one once its
+ * job is done (that job is not failed); the jobs queued on it go back to
+ * the pool then.  Returns its pid (0 when not known yet).  w may be freed. */
+pid_t worker_evict(struct worker *w);
 /* Fails job id with reason "cancelled" if w holds it: 1 done, 0 not here. */
 int worker_cancel(struct worker *w, uint64_t id);
 /* Its exit status arrived (the pool reaps). */

@@ -2,7 +2,7 @@
  * fuzz_decode.c - libFuzzer harness for proto_decode: a request is either
  * refused with a reason (a known error that maps to a reason of the
  * table), or accepted as an object whose version, id and op say what
- * proto_decode returned.
+ * proto_decode returned, and whose ranged numbers are in their ranges.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -42,6 +42,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	j = cJSON_GetObjectItemCaseSensitive(msg, "op");
 	if (!cJSON_IsString(j) || proto_op_code(j->valuestring) != op)
+		abort();
+	j = cJSON_GetObjectItemCaseSensitive(msg, "max_memory_mb");
+	if (op == PROTO_OP_EXEC && cJSON_IsNumber(j) &&
+	    !(j->valuedouble > 0 && j->valuedouble <= PROTO_MAX_MEMORY_MB))
+		abort();
+	j = cJSON_GetObjectItemCaseSensitive(msg, "timeout");
+	if (op == PROTO_OP_EXEC && cJSON_IsNumber(j) &&
+	    !(j->valuedouble > 0 && j->valuedouble <= PROTO_MAX_TIMEOUT))
+		abort();
+	j = cJSON_GetObjectItemCaseSensitive(msg, "count");
+	if (op == PROTO_OP_IDLE_CONFIG && cJSON_IsNumber(j) &&
+	    (!(j->valuedouble >= 0 && j->valuedouble <= PROTO_MAX_IDLE_COUNT) ||
+	     j->valuedouble != (double)(int)j->valuedouble ||
+	     !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(msg, "python"))))
 		abort();
 	cJSON_Delete(msg);
 	return 0;

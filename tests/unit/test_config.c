@@ -76,6 +76,7 @@ static void test_defaults(void)
 	CU_ASSERT_EQUAL(cfg.max_workers, 32);
 	CU_ASSERT_EQUAL(cfg.output_cap, 1048576);
 	CU_ASSERT_EQUAL(cfg.zygote, 1);
+	CU_ASSERT_EQUAL(cfg.cgroups, 1);
 	CU_ASSERT_EQUAL(cfg.nprewarm, 0);
 	CU_ASSERT_STRING_EQUAL(cfg.mount, "");
 	CU_ASSERT_EQUAL(cfg.shm_quota, 4294967296ULL);
@@ -91,6 +92,7 @@ static void test_good_file(void)
 			   "  \"max_workers\": 4,\n"
 			   "  \"output_cap\": 65536,\n"
 			   "  \"zygote\": false,\n"
+			   "  \"cgroups\": false,\n"
 			   "  \"prewarm\": [{\"spec\": \"SciPy==1.11.4, numpy==1.26.4\", \"python\": \"3.11\"},\n"
 			   "              {\"spec\": \"base\"}],\n"
 			   "  \"mount\": \"/omnipkg\",\n"
@@ -107,6 +109,7 @@ static void test_good_file(void)
 	CU_ASSERT_EQUAL(cfg.max_workers, 4);
 	CU_ASSERT_EQUAL(cfg.output_cap, 65536);
 	CU_ASSERT_EQUAL(cfg.zygote, 0);
+	CU_ASSERT_EQUAL(cfg.cgroups, 0);
 	CU_ASSERT_EQUAL_FATAL(cfg.nprewarm, 2);
 	CU_ASSERT_STRING_EQUAL(cfg.prewarm[0].spec, "numpy==1.26.4,scipy==1.11.4");
 	CU_ASSERT_STRING_EQUAL(cfg.prewarm[0].python, "3.11");
@@ -143,6 +146,7 @@ static void test_wrong_type(void)
 	refused("{\"max_workers\": 0}", "\"max_workers\"");
 	refused("{\"output_cap\": 0}", "\"output_cap\"");
 	refused("{\"zygote\": 1}", "\"zygote\"");
+	refused("{\"cgroups\": \"no\"}", "\"cgroups\"");
 	refused("{\"mount\": \"relative/dir\"}", "\"mount\"");
 	refused("{\"mount\": null}", "\"mount\"");
 	refused("{\"shm_quota\": -5}", "\"shm_quota\"");

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -485,6 +486,326 @@ static void test_hung_interpreter_times_out(void)
 	pys.n--;
 }
 
+/* ---- pin, evict, memory limits, idle config ---- */
+
+static uint64_t submit_req(int slot, const struct job_req *r)
+{
+	return pool_submit(pool, r, on_done, (void *)(intptr_t)slot);
+}
+
+static uint64_t evict(int slot, const char *spec, const char *python, const char *tag)
+{
+	struct job_req r = { .kind = JOB_KIND_EVICT, .spec = spec, .python = python, .tag = tag };
+
+	return submit_req(slot, &r);
+}
+
+struct find_q {
+	const char *tag;
+	struct pool_worker_info info;
+	int found;
+};
+
+static int find_tag(const struct pool_worker_info *w, void *ud)
+{
+	struct find_q *q = ud;
+
+	if (strcmp(w->tag, q->tag) != 0)
+		return 0;
+	q->info = *w;
+	q->found = 1;
+	return 1;
+}
+
+/* The live worker of tag (its info's strings are not kept), or found 0. */
+static struct find_q worker_of(const char *tag)
+{
+	struct find_q q = { .tag = tag };
+
+	pool_each_worker(pool, find_tag, &q);
+	return q;
+}
+
+static int tag_gone(void *arg) { return !has_tag(arg); }
+
+static cJSON *evicted(int slot)
+{
+	return cJSON_GetObjectItemCaseSensitive(replies[slot], "evicted");
+}
+
+/* max_workers 2, three keys: the pinned worker is the least recently used
+ * one, yet the other goes. */
+static void test_pin_survives_lru_eviction(void)
+{
+	struct job_req a = { .spec = "base", .python = "3.11", .tag = "a", .code = "pass", .pin = 1 };
+
+	setup_cfg(1, 2);
+	CU_ASSERT_FATAL(start_pool() == 0);
+	submit_req(0, &a);
+	run_until(1);
+	submit(1, "base", "3.11", "b", "pass", 0);
+	run_until(2);
+	submit(2, "base", "3.11", "c", "pass", 0);
+	run_until(3);
+	CU_ASSERT(ok(replies[0]) && ok(replies[1]) && ok(replies[2]));
+	CU_ASSERT(has_tag("a"));
+	CU_ASSERT_FALSE(has_tag("b"));
+	CU_ASSERT(has_tag("c"));
+	CU_ASSERT(worker_of("a").info.pinned);
+	CU_ASSERT_FALSE(worker_of("c").info.pinned);
+	stop_pool();
+}
+
+/* Every idle worker pinned: none can be freed, so a new key is refused
+ * as when all are busy. */
+static void test_all_pinned_is_busy(void)
+{
+	struct job_req a = { .spec = "base", .python = "3.11", .tag = "a", .code = "pass", .pin = 1 };
+
+	setup_cfg(1, 1);
+	CU_ASSERT_FATAL(start_pool() == 0);
+	submit_req(0, &a);
+	run_until(1);
+	submit(1, "base", "3.11", "b", "pass", 0);
+	run_until(2);
+	CU_ASSERT(ok(replies[0]));
+	CU_ASSERT_STRING_EQUAL(str(replies[1], "reason"), "busy");
+	CU_ASSERT(has_tag("a"));
+	stop_pool();
+}
+
+/* idle_timeout 1 s: the unpinned worker goes, the pinned one stays; a
+ * later exec without pin does not unpin it. */
+static void test_pin_survives_idle_timeout(void)
+{
+	struct job_req a = { .spec = "base", .python = "3.11", .tag = "a", .code = "pass", .pin = 1 };
+	pid_t pid;
+
+	setup_cfg(1, 8);
+	cfg.idle_timeout = 1;
+	CU_ASSERT_FATAL(start_pool() == 0);
+	submit_req(0, &a);
+	submit(1, "base", "3.11", "b", "pass", 0);
+	run_until(2);
+	submit(2, "base", "3.11", "a", "import os; result = os.getpid()", 0);
+	run_until(3);
+	pid = (pid_t)num(replies[2], "result");
+	CU_ASSERT_EQUAL(pid, num(replies[0], "worker_pid"));
+	CU_ASSERT(wait_for(tag_gone, "b", 10.0));
+	wait_for(tag_gone, "a", 2.0);   /* two more ticks of the idle check */
+	CU_ASSERT(has_tag("a"));
+	CU_ASSERT(worker_of("a").info.pinned);
+	CU_ASSERT_EQUAL(worker_of("a").info.pid, pid);
+	CU_ASSERT(worker_of("a").info.idle_s > 1.0);
+	stop_pool();
+}
+
+static void test_evict_idle_worker(void)
+{
+	pid_t pid;
+
+	setup_cfg(1, 8);
+	CU_ASSERT_FATAL(start_pool() == 0);
+	submit(0, "base", "3.11", "e", "import os; result = os.getpid()", 0);
+	run_until(1);
+	pid = (pid_t)num(replies[0], "result");
+	CU_ASSERT_FATAL(pid > 0);
+	/* Canonicalised as exec's spec is: BASE is base. */
+	evict(1, "BASE", "3.11", "e");
+	CU_ASSERT_EQUAL(nreplies, 2);   /* answered at once */
+	CU_ASSERT(ok(replies[1]));
+	CU_ASSERT_EQUAL(cJSON_GetArraySize(evicted(1)), 1);
+	CU_ASSERT_EQUAL(cJSON_GetArrayItem(evicted(1), 0)->valuedouble, pid);
+	CU_ASSERT_FALSE(has_tag("e"));
+	CU_ASSERT(wait_for(pid_gone, &pid, 10.0));
+	submit(2, "base", "3.11", "e", "import os; result = os.getpid()", 0);
+	run_until(3);
+	CU_ASSERT(ok(replies[2]));
+	CU_ASSERT_NOT_EQUAL(num(replies[2], "result"), pid);
+	stop_pool();
+}
+
+/* A busy worker finishes its job (not failed), then goes; the job queued
+ * behind it runs on a new worker. */
+static void test_evict_busy_worker(void)
+{
+	pid_t pid;
+
+	setup_cfg(1, 8);
+	CU_ASSERT_FATAL(start_pool() == 0);
+	submit(0, "base", "3.11", "e", "import os, time; time.sleep(0.5); result = os.getpid()", 0);
+	submit(1, "base", "3.11", "e", "import os; result = os.getpid()", 0);
+	CU_ASSERT_FATAL(wait_for(busy_workers, NULL, 30.0));
+	pid = worker_of("e").info.pid;
+	evict(2, "base", "3.11", "e");
+	CU_ASSERT(wait_for(first_reply, NULL, 5.0));
+	CU_ASSERT_EQUAL(order[0], 2);
+	CU_ASSERT_EQUAL(cJSON_GetArraySize(evicted(2)), 1);
+	CU_ASSERT_EQUAL(cJSON_GetArrayItem(evicted(2), 0)->valuedouble, pid);
+	run_until(3);
+	CU_ASSERT_FALSE(timed_out);
+	CU_ASSERT(ok(replies[0]));
+	CU_ASSERT_EQUAL(num(replies[0], "result"), pid);
+	CU_ASSERT(ok(replies[1]));
+	CU_ASSERT_NOT_EQUAL(num(replies[1], "result"), pid);
+	CU_ASSERT(wait_for(pid_gone, &pid, 10.0));
+	CU_ASSERT_EQUAL(live_workers(), 1);
+	stop_pool();
+}
+
+/* Nothing matches: another tag, another python, one that does not exist.
+ * A bad spec is refused as exec refuses it. */
+static void test_evict_nothing(void)
+{
+	setup_cfg(1, 8);
+	CU_ASSERT_FATAL(start_pool() == 0);
+	submit(0, "base", "3.11", "e", "pass", 0);
+	run_until(1);
+	evict(1, "base", "3.11", "other");
+	evict(2, "base", "3.99", "e");
+	evict(3, "base", "/nonexistent/python3", "e");
+	evict(4, "numpy>=1", "3.11", NULL);
+	run_until(5);
+	for (int i = 1; i <= 3; i++) {
+		CU_ASSERT(ok(replies[i]));
+		CU_ASSERT(cJSON_IsArray(evicted(i)));
+		CU_ASSERT_EQUAL(cJSON_GetArraySize(evicted(i)), 0);
+	}
+	CU_ASSERT_STRING_EQUAL(str(replies[4], "reason"), "badspec");
+	CU_ASSERT(has_tag("e"));
+	/* Neither is a job. */
+	{
+		struct pool_stats st;
+
+		pool_stats(pool, &st);
+		CU_ASSERT_EQUAL(st.c.jobs_total, 1);
+	}
+	stop_pool();
+}
+
+/* Without cgroups the limit is RLIMIT_AS: the allocation fails, the job
+ * fails with reason "memory", the worker goes on (limited still). */
+static void test_memory_limit_rlimit(void)
+{
+	struct job_req big = { .spec = "base", .python = "3.11", .tag = "m", .max_memory_mb = 64,
+			       .code = "b = bytearray(256 << 20)" };
+	struct job_req small = { .spec = "base", .python = "3.11", .tag = "m", .max_memory_mb = 64,
+				 .code = "import os; b = bytearray(8 << 20); result = os.getpid()" };
+
+	setup_cfg(1, 8);
+	CU_ASSERT_FATAL(start_pool() == 0);
+	submit_req(0, &small);
+	run_until(1);
+	CU_ASSERT(ok(replies[0]));
+	submit_req(1, &big);
+	run_until(2);
+	CU_ASSERT_FALSE(ok(replies[1]));
+	CU_ASSERT_STRING_EQUAL(str(replies[1], "reason"), "memory");
+	CU_ASSERT_PTR_NOT_NULL(strstr(str(replies[1], "error"), "64 MiB"));
+	CU_ASSERT_EQUAL(num(replies[1], "worker_pid"), num(replies[0], "result"));
+	submit(2, "base", "3.11", "m", "import os, resource\n"
+	       "result = [os.getpid(), resource.getrlimit(resource.RLIMIT_AS)[0]]", 0);
+	run_until(3);
+	CU_ASSERT(ok(replies[2]));
+	CU_ASSERT_EQUAL(cJSON_GetArrayItem(cJSON_GetObjectItem(replies[2], "result"), 0)->valuedouble,
+			num(replies[0], "result"));
+	CU_ASSERT_EQUAL(cJSON_GetArrayItem(cJSON_GetObjectItem(replies[2], "result"), 1)->valuedouble,
+			64.0 * 1048576);
+	CU_ASSERT_DOUBLE_EQUAL(worker_of("m").info.max_memory_mb, 64, 1e-9);
+	stop_pool();
+}
+
+/* MemoryError on a worker without a limit is an exception like any. */
+static void test_memory_error_without_limit(void)
+{
+	setup_cfg(1, 8);
+	CU_ASSERT_FATAL(start_pool() == 0);
+	submit(0, "base", "3.11", NULL, "raise MemoryError('made up')", 0);
+	run_until(1);
+	CU_ASSERT_STRING_EQUAL(str(replies[0], "reason"), "exception");
+	CU_ASSERT_DOUBLE_EQUAL(worker_of("").info.max_memory_mb, 0, 1e-9);
+	stop_pool();
+}
+
+static int kept_pid(const struct spawner_kept_info *k, void *ud)
+{
+	*(pid_t *)ud = k->ready ? k->zygote_pid : 0;
+	return 1;
+}
+
+static pid_t zygote_kept(void)
+{
+	pid_t pid = 0;
+
+	pool_each_kept(pool, kept_pid, &pid);
+	return pid;
+}
+
+static int zygote_back(void *arg)
+{
+	pid_t now = zygote_kept();
+
+	return now > 0 && now != *(pid_t *)arg;
+}
+
+static int zygote_ready(void *arg) { return zygote_kept() > 0; }
+
+/* count 1 starts the zygote now and again after it is killed; count 0
+ * forgets the interpreter. */
+static void test_idle_config_keeps_zygote(void)
+{
+	struct job_req keep = { .kind = JOB_KIND_IDLE, .python = "3.11", .idle_count = 1 };
+	struct job_req drop = { .kind = JOB_KIND_IDLE, .python = "3.11", .idle_count = 0 };
+	cJSON *cfgj, *e;
+	pid_t z;
+
+	setup_cfg(1, 8);
+	CU_ASSERT_FATAL(start_pool() == 0);
+	submit_req(0, &keep);
+	run_until(1);
+	CU_ASSERT(ok(replies[0]));
+	cfgj = cJSON_GetObjectItemCaseSensitive(replies[0], "config");
+	CU_ASSERT_EQUAL(cJSON_GetArraySize(cfgj), 1);
+	e = cfgj ? cfgj->child : NULL;
+	CU_ASSERT(e && cJSON_IsNumber(e) && e->valuedouble == 1 && e->string[0] == '/');
+	CU_ASSERT_FATAL(wait_for(zygote_ready, NULL, 10.0));
+	z = zygote_kept();
+	CU_ASSERT_EQUAL(kill(z, SIGKILL), 0);
+	CU_ASSERT(wait_for(zygote_back, &z, 10.0));
+	CU_ASSERT_EQUAL(live_workers(), 0);
+	submit_req(1, &drop);
+	run_until(2);
+	CU_ASSERT(ok(replies[1]));
+	CU_ASSERT_EQUAL(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(replies[1], "config")), 0);
+	CU_ASSERT_EQUAL(zygote_kept(), 0);
+	{
+		cJSON *q = pool_idle_config(pool);
+
+		CU_ASSERT_EQUAL(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(q, "config")), 0);
+		cJSON_Delete(q);
+	}
+	stop_pool();
+}
+
+static void test_worker_info_last_used(void)
+{
+	struct timespec ts;
+	double before, after;
+
+	setup_cfg(1, 8);
+	CU_ASSERT_FATAL(start_pool() == 0);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	before = (double)ts.tv_sec + ts.tv_nsec / 1e9;
+	submit(0, "base", "3.11", "t", "import time; time.sleep(0.2)", 0);
+	run_until(1);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	after = (double)ts.tv_sec + ts.tv_nsec / 1e9;
+	CU_ASSERT(worker_of("t").info.last_used >= before + 0.15);
+	CU_ASSERT(worker_of("t").info.last_used <= after + 0.01);
+	CU_ASSERT_FALSE(worker_of("t").info.pinned);
+	stop_pool();
+}
+
 static void test_unstartable_fresh(void) { unstartable(0); }
 static void test_unstartable_zygote(void) { unstartable(1); }
 
@@ -510,6 +831,16 @@ int main(void)
 	CU_add_test(s, "unstartable interpreter, fresh", test_unstartable_fresh);
 	CU_add_test(s, "unstartable interpreter, zygote", test_unstartable_zygote);
 	CU_add_test(s, "hung interpreter times out", test_hung_interpreter_times_out);
+	CU_add_test(s, "pin survives LRU eviction", test_pin_survives_lru_eviction);
+	CU_add_test(s, "all pinned is busy", test_all_pinned_is_busy);
+	CU_add_test(s, "pin survives the idle timeout", test_pin_survives_idle_timeout);
+	CU_add_test(s, "evict an idle worker", test_evict_idle_worker);
+	CU_add_test(s, "evict a busy worker", test_evict_busy_worker);
+	CU_add_test(s, "evict nothing", test_evict_nothing);
+	CU_add_test(s, "memory limit (RLIMIT_AS)", test_memory_limit_rlimit);
+	CU_add_test(s, "MemoryError without a limit", test_memory_error_without_limit);
+	CU_add_test(s, "idle config keeps the zygote", test_idle_config_keeps_zygote);
+	CU_add_test(s, "worker info last_used", test_worker_info_last_used);
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	CU_basic_run_tests();
 	/* A suite that could not start has failed too, never passed. */

@@ -243,14 +243,16 @@ static void test_op_names(void)
 {
 	static const char *const names[] = { NULL, "hello", "exec", "status", "workers",
 					     "pythons", "list", "shutdown", "cancel", "shm_create",
-					     "shm_list", "shm_remove" };
+					     "shm_list", "shm_remove", "evict", "idle_config" };
 
-	for (int op = 1; op <= 11; op++) {
+	for (int op = 1; op <= 13; op++) {
 		CU_ASSERT_STRING_EQUAL(proto_op_name(op), names[op]);
 		CU_ASSERT_EQUAL(proto_op_code(names[op]), op);
 	}
+	CU_ASSERT_EQUAL(PROTO_OP_EVICT, 12);
+	CU_ASSERT_EQUAL(PROTO_OP_IDLE_CONFIG, 13);
 	CU_ASSERT_PTR_NULL(proto_op_name(0));
-	CU_ASSERT_PTR_NULL(proto_op_name(12));
+	CU_ASSERT_PTR_NULL(proto_op_name(14));
 	CU_ASSERT_PTR_NULL(proto_op_name(-1));
 	CU_ASSERT_EQUAL(proto_op_code("nope"), -1);
 	CU_ASSERT_EQUAL(proto_op_code(NULL), -1);
@@ -313,6 +315,86 @@ static void test_args_wrong_type(void)
 	expect(EXEC ",\"timeout\":\"5\"}", -EINVAL, "\"timeout\"", "a number or null", NULL);
 	expect(EXEC ",\"tag\":[]}", -EINVAL, "\"tag\"", "a string or null", NULL);
 	expect(EXEC ",\"once\":1}", -EINVAL, "\"once\"", "true, false or null", NULL);
+}
+
+static void test_args_exec_pin_memory(void)
+{
+	expect(EXEC ",\"pin\":true,\"max_memory_mb\":64}", PROTO_OP_EXEC, NULL);
+	expect(EXEC ",\"pin\":false,\"max_memory_mb\":0.5}", PROTO_OP_EXEC, NULL);
+	expect(EXEC ",\"pin\":null,\"max_memory_mb\":null}", PROTO_OP_EXEC, NULL);
+	expect(EXEC ",\"max_memory_mb\":1048576}", PROTO_OP_EXEC, NULL);
+	expect(EXEC ",\"pin\":1}", -EINVAL, "\"pin\"", "true, false or null", NULL);
+	expect(EXEC ",\"pin\":\"yes\"}", -EINVAL, "\"pin\"", NULL);
+	expect(EXEC ",\"max_memory_mb\":\"64\"}", -EINVAL, "\"max_memory_mb\"", "a number or null",
+	       NULL);
+	expect(EXEC ",\"max_memory_mb\":0}", -EINVAL, "exec", "\"max_memory_mb\"", "over 0", NULL);
+	expect(EXEC ",\"max_memory_mb\":-1}", -EINVAL, "\"max_memory_mb\"", NULL);
+	expect(EXEC ",\"max_memory_mb\":1048576.5}", -EINVAL, "\"max_memory_mb\"", "1048576", NULL);
+	expect(EXEC ",\"max_memory_mb\":1e999}", -EINVAL, "\"max_memory_mb\"", NULL);
+	expect(EXEC ",\"pin\":true,\"pin\":true}", -EINVAL, "\"pin\"", "twice", NULL);
+	expect(EXEC ",\"max_memory_mb\":8,\"max_memory_mb\":8}", -EINVAL, "\"max_memory_mb\"",
+	       "twice", NULL);
+	expect(EXEC ",\"pinned\":true}", -EINVAL, "unknown key \"pinned\"", NULL);
+	expect(EXEC ",\"max_memory\":8}", -EINVAL, "unknown key \"max_memory\"", NULL);
+}
+
+/* The timeout range is the table's too, checked before any front sees it. */
+static void test_args_exec_timeout_range(void)
+{
+	expect(EXEC ",\"timeout\":604800}", PROTO_OP_EXEC, NULL);
+	expect(EXEC ",\"timeout\":0}", -EINVAL, "\"timeout\"", NULL);
+	expect(EXEC ",\"timeout\":604800.5}", -EINVAL, "\"timeout\"", NULL);
+}
+
+#define EVICT "{\"v\":1,\"id\":3,\"op\":\"evict\""
+
+static void test_args_evict(void)
+{
+	expect(EVICT ",\"spec\":\"numpy==1.26.4\"}", PROTO_OP_EVICT, NULL);
+	expect(EVICT ",\"spec\":\"base\",\"python\":\"3.11\",\"tag\":\"t\"}", PROTO_OP_EVICT, NULL);
+	expect(EVICT ",\"spec\":\"base\",\"python\":null,\"tag\":null}", PROTO_OP_EVICT, NULL);
+	expect(EVICT "}", -EINVAL, "evict", "missing \"spec\"", NULL);
+	expect(EVICT ",\"spec\":null}", -EINVAL, "\"spec\"", "a string", NULL);
+	expect(EVICT ",\"spec\":\"base\",\"python\":3.11}", -EINVAL, "\"python\"", NULL);
+	expect(EVICT ",\"spec\":\"base\",\"tag\":1}", -EINVAL, "\"tag\"", NULL);
+	expect(EVICT ",\"spec\":\"base\",\"spec\":\"base\"}", -EINVAL, "\"spec\"", "twice", NULL);
+	expect(EVICT ",\"spec\":\"base\",\"code\":\"1\"}", -EINVAL, "evict", "unknown key \"code\"",
+	       NULL);
+	expect(EVICT ",\"spec\":\"base\",\"pin\":true}", -EINVAL, "unknown key \"pin\"", NULL);
+}
+
+#define IDLE "{\"v\":1,\"id\":4,\"op\":\"idle_config\""
+
+static void test_args_idle_config(void)
+{
+	expect(IDLE "}", PROTO_OP_IDLE_CONFIG, NULL);
+	expect(IDLE ",\"python\":\"3.11\"}", PROTO_OP_IDLE_CONFIG, NULL);
+	expect(IDLE ",\"python\":\"3.11\",\"count\":0}", PROTO_OP_IDLE_CONFIG, NULL);
+	expect(IDLE ",\"python\":\"/usr/bin/python3\",\"count\":64}", PROTO_OP_IDLE_CONFIG, NULL);
+	expect(IDLE ",\"python\":null,\"count\":null}", PROTO_OP_IDLE_CONFIG, NULL);
+	expect(IDLE ",\"count\":1}", -EINVAL, "idle_config", "\"count\" needs \"python\"", NULL);
+	expect(IDLE ",\"python\":null,\"count\":1}", -EINVAL, "\"count\" needs \"python\"", NULL);
+	expect(IDLE ",\"python\":\"3.11\",\"count\":65}", -EINVAL, "\"count\"",
+	       "an integer from 0 to 64", NULL);
+	expect(IDLE ",\"python\":\"3.11\",\"count\":-1}", -EINVAL, "\"count\"", NULL);
+	expect(IDLE ",\"python\":\"3.11\",\"count\":1.5}", -EINVAL, "\"count\"", NULL);
+	expect(IDLE ",\"python\":\"3.11\",\"count\":\"2\"}", -EINVAL, "\"count\"",
+	       "a number or null", NULL);
+	expect(IDLE ",\"python\":\"3.11\",\"count\":1,\"count\":1}", -EINVAL, "\"count\"",
+	       "twice", NULL);
+	expect(IDLE ",\"python\":\"3.11\",\"counts\":1}", -EINVAL, "unknown key \"counts\"", NULL);
+	expect(IDLE ",\"python\":[]}", -EINVAL, "\"python\"", NULL);
+}
+
+/* The memory reason is a job failure (exit code 1), numbered after leased. */
+static void test_reason_memory(void)
+{
+	CU_ASSERT_EQUAL(OMNI_REASON_MEMORY, 20);
+	CU_ASSERT_EQUAL(OMNI_REASON_LEASED + 1, OMNI_REASON_MEMORY);
+	CU_ASSERT_STRING_EQUAL(omni_reason_name(OMNI_REASON_MEMORY), "memory");
+	CU_ASSERT_EQUAL(omni_reason_code("memory"), OMNI_REASON_MEMORY);
+	CU_ASSERT_EQUAL(omni_reason_class(OMNI_REASON_MEMORY), OMNI_REASON_JOB);
+	CU_ASSERT_EQUAL(OMNI_REASON_MAX, 21);
 }
 
 static void test_args_cancel(void)
@@ -487,7 +569,7 @@ static void test_decode_id_edges(void)
 static void test_features(void)
 {
 	cJSON *f = proto_features();
-	int ops = 0, tag = 0, once = 0, spec = 0;
+	int ops = 0, tag = 0, once = 0, spec = 0, pin = 0, mem = 0, count = 0;
 	cJSON *w;
 
 	CU_ASSERT_FATAL(cJSON_IsArray(f));
@@ -497,11 +579,17 @@ static void test_features(void)
 		tag += strcmp(w->valuestring, "exec.tag") == 0;
 		once += strcmp(w->valuestring, "exec.once") == 0;
 		spec += strcmp(w->valuestring, "exec.spec") == 0;
+		pin += strcmp(w->valuestring, "exec.pin") == 0;
+		mem += strcmp(w->valuestring, "exec.max_memory_mb") == 0;
+		count += strcmp(w->valuestring, "idle_config.count") == 0;
 	}
-	CU_ASSERT_EQUAL(ops, 11);
+	CU_ASSERT_EQUAL(ops, 13);
 	CU_ASSERT_EQUAL(tag, 1);
 	CU_ASSERT_EQUAL(once, 1);
 	CU_ASSERT_EQUAL(spec, 0);   /* required: not a capability */
+	CU_ASSERT_EQUAL(pin, 1);
+	CU_ASSERT_EQUAL(mem, 1);
+	CU_ASSERT_EQUAL(count, 1);
 	cJSON_Delete(f);
 }
 
@@ -542,6 +630,11 @@ int main(void)
 	CU_add_test(s, "id edges", test_decode_id_edges);
 	CU_add_test(s, "hello features", test_features);
 	CU_add_test(s, "cancel arguments", test_args_cancel);
+	CU_add_test(s, "exec pin and max_memory_mb", test_args_exec_pin_memory);
+	CU_add_test(s, "exec timeout range", test_args_exec_timeout_range);
+	CU_add_test(s, "evict arguments", test_args_evict);
+	CU_add_test(s, "idle_config arguments", test_args_idle_config);
+	CU_add_test(s, "memory reason", test_reason_memory);
 	CU_add_test(s, "NUL escape refused", test_nul_escape_refused);
 	CU_add_test(s, "frame under a channel's bound", test_parse_lower_bound);
 	CU_basic_set_mode(CU_BRM_VERBOSE);

@@ -82,6 +82,7 @@ REASONS = {
     "shutdown": "system",
     "nomem": "system",
     "leased": "refused",
+    "memory": "job",
 }
 
 
