@@ -262,6 +262,53 @@ class CompatTest(unittest.TestCase):
         r = self.c._send({"type": "set_idle_config"})
         self.assertEqual(r, {"success": False, "error": "python_exe required"})
 
+    def test_worker_management(self):
+        r = self.c.execute(NP_OLD, "import os; result = {'pid': os.getpid()}", python_exe="3.11",
+                           worker_tag="evictme")
+        pid = r["pid"]
+        e = self.c.evict_worker(NP_OLD, "3.11", "evictme")
+        self.assertEqual((e["success"], e["pids"]), (True, [pid]))
+        self.assertEqual(e["evicted"], "%s#evictme::3.11" % NP_OLD)
+        deadline = time.monotonic() + 10
+        while harness.proc_stat(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.assertIsNone(harness.proc_stat(pid), "the evicted worker is gone")
+        e = self.c._send({"type": "evict_worker", "spec": NP_OLD, "python_exe": "3.11",
+                          "worker_tag": "evictme"})
+        self.assertEqual((e["success"], e["evicted"]), (True, None))
+        # omnipkg's DaemonProxy.shutdown evicts its worker
+        p = DaemonProxy(self.c, NP_OLD, "3.11")
+        pid = int(p.execute("import os; print(os.getpid())")["stdout"])
+        p.shutdown()
+        r = p.execute("import os; print(os.getpid())")
+        self.assertNotEqual(int(r["stdout"]), pid)
+        # idle pool configuration
+        g = self.c.get_idle_config()
+        self.assertEqual((g["success"], g["config"]), (True, {}))
+        s = self.c.set_idle_config(PY["3.13"], 1)
+        self.assertTrue(s["success"], s)
+        g = self.c.get_idle_config()
+        self.assertEqual(list(g["config"].values()), [1])
+        info = self.c.status()["idle_pool_info"]
+        self.assertEqual(list(info.values()), [1])
+        self.assertTrue(self.c._send({"type": "set_idle_config", "python_exe": PY["3.13"],
+                                      "count": 0})["success"])
+        self.assertEqual(self.c.get_idle_config()["config"], {})
+
+    def test_pin_and_memory_limit(self):
+        r = self.c.execute_shm("base", "import os; result = {'pid': os.getpid()}", {}, {},
+                               python_exe="3.11", worker_tag="pinned", pin=True)
+        self.assertTrue(r["success"], r)
+        w = [v for k, v in self.c.status()["worker_details"].items() if "#pinned::" in k]
+        self.assertEqual((len(w), w[0]["pinned"], w[0]["pid"]), (1, True, r["pid"]))
+        r = self.c.execute_shm("base", "b = bytearray(512 << 20)", {}, {}, python_exe="3.11",
+                               worker_tag="small", max_memory_mb=128)
+        self.assertEqual((r["status"], r["reason"]), ("ERROR", "memory"), r)
+        self.assertIn("128 MiB", r["error"])
+        r = self.c.execute_shm("base", "b = bytearray(1 << 20); print('fits')", {}, {},
+                               python_exe="3.11", worker_tag="small", max_memory_mb=128)
+        self.assertEqual(r["stdout"], "fits\n", r)
+
     # ------------------------------------------------- worker environment
 
     def test_worker_globals_and_env(self):
