@@ -31,10 +31,12 @@ extern "C" {
 
 /* The library is built with hidden visibility: only what carries OMNI_API
  * is exported from libomnipkg.so. */
+#ifndef OMNI_API   /* a module that compiles our sources into itself may say otherwise */
 #if defined(__GNUC__)
 #define OMNI_API __attribute__((visibility("default")))
 #else
 #define OMNI_API
+#endif
 #endif
 
 typedef struct omni_client omni_client;
