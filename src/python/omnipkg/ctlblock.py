@@ -575,7 +575,8 @@ def run_guarded(G):
         _worker_codes[job["code"]] = code
     try:
         w = cb.begin(expected=job["expected"], timeout=0)
-    except ControlBlockConflict:
+    except (ControlBlockConflict, BlockingIOError):
+        # BlockingIOError: a file-lock block's writer holds it, so seq moves on too
         raise ControlBlockConflict("control block %s: seq is %d, not %d"
                                    % (cb.name, cb.version(), job["expected"])) from None
     G["control_block"] = w
