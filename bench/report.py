@@ -223,12 +223,14 @@ def shared_state(w, x):
                         ("python_call_overhead", "a Python call of an empty lambda, for reference")):
         w("| %s | %s |" % (label, x.cell(name)))
     w("")
-    a0, a4 = x.p50("ctl_read_atomic_0w"), x.p50("ctl_read_atomic_4w")
-    if a0 and a4:
-        w("Reads under 4 writers against none, p50: %s. A write holds the record for a few "
-          "microseconds of Python, so a reader that meets one waits that long and copies again; "
-          "on a machine with fewer cores than processes the p99 is mostly the reader being "
-          "scheduled out." % ratio(a4, a0))
+    a0, a1, a4 = (x.get("ctl_read_atomic_%dw" % k) for k in (0, 1, 4))
+    if a0 and a1 and a4:
+        w("Reads under 1 and 4 writers against none, p50: %s and %s. The writers keep a write in "
+          "progress %.0f%% and %.0f%% of the time (a Python write holds the record for a "
+          "microsecond or two), so that share of reads waits for the write to end and copies "
+          "again; on a machine with fewer cores than processes the p99 is mostly the reader "
+          "being scheduled out." % (ratio(a1["p50"], a0["p50"]), ratio(a4["p50"], a0["p50"]),
+                                    100 * a1.get("held_share", 0), 100 * a4.get("held_share", 0)))
         w("")
 
 

@@ -27,11 +27,13 @@
 
 #include "client_ctl.h"
 
-#define CTL_SPINS 64             /* busy looks before the first yield */
-#define CTL_YIELDS 16            /* then sched_yield, then sleeps */
-#define CTL_SLEEP_MIN_NS 10000L  /* sleeps double from 10 us ... */
+#define CTL_SPIN_NS 50000L       /* a waiter spins for 50 us (a write of Python's is a few) ... */
+#define CTL_YIELD_NS 1000000L    /* ... then yields the CPU until 1 ms ... */
+#define CTL_SLEEP_MIN_NS 10000L  /* ... then sleeps, 10 us doubling ... */
 #define CTL_SLEEP_MAX_NS 500000L /* ... to 0.5 ms */
-#define CTL_CHECK_NS 1000000L    /* a waiter looks at the holder once a millisecond */
+#define CTL_CHECK_NS 1000000L    /* a claim held this long has its holder looked at, and again
+				    every as long: reading /proc costs microseconds, which a
+				    reader of a busy block must not pay per wait */
 #define CTL_PID_MAX ((UINT64_C(1) << (64 - OMNI_CTL_PID_SHIFT)) - 1)
 
 static inline uint64_t ctl__ld(const uint64_t *p)
@@ -202,37 +204,38 @@ static int ctl__take_over(omni_ctl_header *h, uint64_t w)
 
 struct ctl__wait {
 	int timeout_ms;
-	int looked;              /* timeout 0: the holder was looked at once */
 	unsigned spins;
 	long sleep_ns;
-	int64_t t0, next_check;
+	uint64_t word;           /* the claim waited on ... */
+	int64_t since;           /* ... seen since then (0: not yet timed) */
+	int64_t t0;              /* the wait's start (0: not yet timed) */
 };
 
 /* One step of waiting for the holder of odd word w to publish; recovers a
  * dead holder's claim when may_write.  0: look again; -EAGAIN (timeout
- * 0) or -ETIMEDOUT: give up. */
+ * 0: a pure try, which does not look at the holder) or -ETIMEDOUT: give
+ * up. */
 static int ctl__wait(struct ctl__wait *wt, omni_ctl_header *h, uint64_t w, int may_write)
 {
 	int64_t now;
 
-	if (wt->timeout_ms == 0) {
-		if (!wt->looked) {
-			wt->looked = 1;
-			if (may_write && ctl__holder_dead(h, w) && ctl__take_over(h, w))
-				return 0;
-		}
+	if (wt->timeout_ms == 0)
 		return -EAGAIN;
+	if (w != wt->word) {           /* another claim: its holder is busy, not dead */
+		wt->word = w;
+		wt->since = 0;
 	}
-	if (wt->spins < CTL_SPINS) {
-		wt->spins++;
+	if (wt->spins++ & 31) {        /* the clock every 32 looks */
 		ctl__relax();
 		return 0;
 	}
 	now = ctl__now();
 	if (!wt->t0)
-		wt->t0 = wt->next_check = now;
-	if (now >= wt->next_check) {
-		wt->next_check = now + CTL_CHECK_NS;
+		wt->t0 = now;
+	if (!wt->since) {
+		wt->since = now;
+	} else if (now - wt->since >= CTL_CHECK_NS) {
+		wt->since = now;
 		if (may_write && ctl__holder_dead(h, w)) {
 			ctl__take_over(h, w);
 			return 0;
@@ -240,8 +243,9 @@ static int ctl__wait(struct ctl__wait *wt, omni_ctl_header *h, uint64_t w, int m
 	}
 	if (wt->timeout_ms > 0 && now - wt->t0 >= (int64_t)wt->timeout_ms * 1000000)
 		return -ETIMEDOUT;
-	if (wt->spins < CTL_SPINS + CTL_YIELDS) {
-		wt->spins++;
+	if (now - wt->t0 < CTL_SPIN_NS) {
+		ctl__relax();
+	} else if (now - wt->t0 < CTL_YIELD_NS) {
 		sched_yield();
 	} else {
 		struct timespec ts = { 0, wt->sleep_ns };

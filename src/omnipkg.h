@@ -293,16 +293,19 @@ OMNI_API int omni_ctl_check(const void *base, size_t len);
 OMNI_API void *omni_ctl_record(void *base);
 /* Copies n bytes of the record from off into buf as of one stable seq, and
  * its state into *snap (may be NULL).  While a writer holds the block it
- * waits up to timeout_ms (< 0: as long as it takes; 0: -EAGAIN at once),
- * recovering a dead writer's claim. */
+ * waits up to timeout_ms (< 0: as long as it takes; 0: -EAGAIN at once, a
+ * pure try), recovering the claim of a writer found dead: a claim that
+ * stays the same for a millisecond has its holder looked at (in /proc),
+ * and again every millisecond. */
 OMNI_API int omni_ctl_read(void *base, size_t len, uint64_t off, void *buf, size_t n,
 			   int timeout_ms, omni_ctl_snapshot *snap);
 /* Claims the block for this process: *t is its ticket, held until
  * omni_ctl_end.  expected OMNI_CTL_ANY waits up to timeout_ms for a live
- * writer to finish (< 0: as long as it takes; 0: -EAGAIN at once); any
- * other value claims only if seq is still exactly expected, else -ESTALE
- * at once (optimistic concurrency: read, compute, claim what you read).
- * Either way a dead writer's claim is recovered first. */
+ * writer to finish, recovering a dead one's claim as omni_ctl_read does
+ * (< 0: as long as it takes; 0: -EAGAIN at once, a pure try); any other
+ * value claims only if seq is still exactly expected, else -ESTALE at once
+ * (optimistic concurrency: read, compute, claim what you read), after
+ * recovering the claim it found if its holder is dead. */
 OMNI_API int omni_ctl_begin(void *base, size_t len, uint64_t expected, int timeout_ms,
 			    omni_ctl_ticket *t);
 #define OMNI_CTL_TORN 0x1   /* omni_ctl_end: the write did not complete */

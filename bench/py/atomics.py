@@ -132,6 +132,8 @@ def read_rows(cb, mode, seconds, tmp):
                     raise RuntimeError("writers did not get going")
                 time.sleep(0.001)
             g1 = cb.read(0, 0).generation
+            # how much of the time a write is in progress: what a reader can meet
+            held = sum(cb.version() & 1 for _ in range(20000)) / 20000.0
             end = clock() + seconds
             while True:
                 t0 = clock()
@@ -150,7 +152,7 @@ def read_rows(cb, mode, seconds, tmp):
             raise RuntimeError("wrong answer: %d torn reads in %s mode" % (bad, mode))
         name = "ctl_read_%s_%dw" % (mode, k)
         r = common.row(name, samples, ref=ref, extra={
-            "writers": k, "mode": mode, "seconds": seconds,
+            "writers": k, "mode": mode, "seconds": seconds, "held_share": held,
             "writes_meanwhile": g2 - g1, "reads": len(samples)})
         if k == 0:
             ref = (name, r["p50"])

@@ -57,6 +57,7 @@ PyAPI_FUNC(void) PyBuffer_Release(Py_buffer *view);
 #endif
 
 #define SLICE_MS 50   /* a wait releases the GIL in slices, checking signals between */
+#define GIL_TRIES 128 /* first, tries with the GIL held (a few us): most writes end by then */
 
 /* ------------------------------------------------------------ arguments */
 
@@ -344,6 +345,14 @@ static int ctl_wait(int (*fn)(void *arg, int ms), void *arg, int timeout_ms)
 	int left = timeout_ms, r;
 
 	r = fn(arg, 0);                    /* the common case: no wait, GIL held */
+	for (int i = 0; r == -EAGAIN && left != 0 && i < GIL_TRIES; i++) {
+#if defined(__x86_64__) || defined(__i386__)
+		__builtin_ia32_pause();
+#elif defined(__aarch64__)
+		__asm__ __volatile__("yield");
+#endif
+		r = fn(arg, 0);
+	}
 	while ((r == -EAGAIN || r == -ETIMEDOUT) && left != 0) {
 		int slice = left < 0 || left > SLICE_MS ? SLICE_MS : left;
 
