@@ -677,7 +677,7 @@ int shm_recover_writer(struct shm *s, pid_t pid, uint64_t start)
 {
 	int n = 0;
 
-	if (pid <= 0)
+	if (!s || pid <= 0)
 		return 0;
 	for (size_t i = 0; i < s->n; i++)
 		if (seg_recover(s, &s->segs[i], pid, start)) {

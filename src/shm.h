@@ -118,7 +118,8 @@ int shm_list(struct shm *s, int (*cb)(const struct shm_info *seg, void *ud), voi
  * or 0 when unknown): every control block (omnipkg.h) it held mid-write
  * is recovered now (marked torn, next even seq published), so that no
  * waiter has to find out for itself.  A block held by a live process of
- * the same pid number is left alone.  Returns how many were recovered.
+ * the same pid number is left alone.  s may be NULL (nothing to do).
+ * Returns how many were recovered; costs a pread of each segment's header.
  */
 int shm_recover_writer(struct shm *s, pid_t pid, uint64_t start);
 
