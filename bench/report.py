@@ -57,6 +57,8 @@ def load(results):
 def t(s):
     if s is None:
         return "—"
+    if s < 1e-6:
+        return "%.0f ns" % (s * 1e9)
     if s < 1e-3:
         return "%.1f µs" % (s * 1e6)
     if s < 1:
@@ -279,6 +281,55 @@ def docker_section(w, x, docs):
 
 
 # ---------------------------------------------------------------- report
+
+def shared_state(w, x):
+    """The atomics and control blocks (bench/py/atomics.py), the two modes
+    side by side."""
+    w("## Shared state: atomics and control blocks")
+    w("")
+    w("From Python 3.11 processes (`bench/py/atomics.py`), on a 64-byte record of one control block "
+      "(a daemon segment). *atomic*: the seqlock of `omnipkg.h` through `omnipkg_atomic` (readers "
+      "retry, writers claim with one CAS). *file lock*: the same block in \"standard mode\" (writers "
+      "`flock` exclusive, readers shared). Reads are timed one by one while the writers write all "
+      "the while; every read's copy was checked whole.")
+    w("")
+    w("| measurement | atomic | file lock | atomic faster by | omnipkg 3.4.1² |")
+    w("|---|---|---|---|---|")
+    for k in (0, 1, 4):
+        a, f, o = "ctl_read_atomic_%dw" % k, "ctl_read_filelock_%dw" % k, "omnipkg_shared_state_read_%dw" % k
+        w("| read, %d writer%s | %s | %s | %s | %s |" % (
+            k, "" if k == 1 else "s", x.cell(a), x.cell(f), ratio(x.p50(f), x.p50(a)), x.cell(o)))
+    for k in (1, 2, 4):
+        a, f, o = "ctl_writes_atomic_%dw" % k, "ctl_writes_filelock_%dw" % k, \
+            "omnipkg_shared_state_writes_%dw" % k
+        av, fv, ov = x.p50(a), x.p50(f), x.p50(o)
+        w("| writes per second, %d writer%s (all together) | %s | %s | %s | %s |" % (
+            k, "" if k == 1 else "s", "%.0f" % av if av else x.cell(a),
+            "%.0f" % fv if fv else x.cell(f), ratio(av, fv), "%.0f" % ov if ov else x.cell(o)))
+    w("")
+    w("² omnipkg 3.4.1's `SharedStateMonitor` (`bench/py/peer_atomics.py`): its wheel has no compiled "
+      "atomics, so every install takes this path. Its read is `read_state()`, an unsynchronised "
+      "unpack of the 24-byte header (no record, nothing that tells a torn read); its write is "
+      "`try_lock_and_validate()` + `commit_and_release()` under a `filelock.FileLock`.")
+    w("")
+    w("| `omnipkg_atomic` from Python (mean per call, batches of 1000) | p50 (p99) |")
+    w("|---|---|")
+    for name, label in (("atomic_cas64_python", "`cas64(addr, expected, desired)`"),
+                        ("atomic_load64_python", "`load64(addr)`"),
+                        ("atomic_cas64_buf_python", "`cas64_buf(mmap, offset, expected, desired)`"),
+                        ("python_call_overhead", "a Python call of an empty lambda, for reference")):
+        w("| %s | %s |" % (label, x.cell(name)))
+    w("")
+    a0, a1, a4 = (x.get("ctl_read_atomic_%dw" % k) for k in (0, 1, 4))
+    if a0 and a1 and a4:
+        w("Reads under 1 and 4 writers against none, p50: %s and %s. The writers keep a write in "
+          "progress %.0f%% and %.0f%% of the time (a Python write holds the record for a "
+          "microsecond or two), so that share of reads waits for the write to end and copies "
+          "again; on a machine with fewer cores than processes the p99 is mostly the reader "
+          "being scheduled out." % (ratio(a1["p50"], a0["p50"]), ratio(a4["p50"], a0["p50"]),
+                                    100 * a1.get("held_share", 0), 100 * a4.get("held_share", 0)))
+        w("")
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -508,7 +559,13 @@ def main():
     wu = x.p50("worker_numpy_uss_over_bare")
     target("per idle worker", "≤ 3 MB USS over a bare interpreter with the same imports",
            b(wu) if wu is not None else "not measured", wu <= 3e6 if wu is not None else None)
+    cas, rd0 = x.p50("atomic_cas64_python"), x.p50("ctl_read_atomic_0w")
+    target("atomic read or CAS from Python, uncontended", "≤ 1 µs",
+           "cas64 %s, control block read %s" % (t(cas), t(rd0)) if cas and rd0 else
+           x.why("atomic_cas64_python"), max(cas, rd0) <= 1e-6 if cas and rd0 else None)
     w("")
+
+    shared_state(w, x)
 
     # --- plots
     w("## Plots")
@@ -580,6 +637,8 @@ def main():
     w("")
     w("- C rows: `build/bench/omnibench` (bench/bench_*.c, one per benchmark); each starts its own "
       "omnipkgd on a private runtime dir.")
+    w("- Shared state: `bench/py/atomics.py` (omnipkg_atomic round trips, control block reads and "
+      "writes in atomic and file-lock mode).")
     w("- Python rows: `bench/py/ours.py` (stdlib DaemonClient, CLI, FUSE, swap, pipeline, memory, JSON), "
       "`bench/py/floors.py` (multiprocessing forkserver), `bench/py/peer_omnipkg.py` (omnipkg 3.4.1).")
     w("- Whole commands: hyperfine (`--export-json`), converted by `bench/py/hyperfine_rows.py`.")

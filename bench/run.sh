@@ -95,6 +95,9 @@ timeout "$LIMIT" "$BUILD/bench/omnibench" || say "omnibench failed or timed out 
 say "Python rows: bench/py/ours.py"
 timeout "$LIMIT" "$PY" bench/py/ours.py ||
 	{ say "ours.py failed (status $?)"; "$PY" bench/py/common.py unavailable python_rows "ours.py failed or timed out" hot_exec_python_client; }
+say "shared state: bench/py/atomics.py"
+timeout "$LIMIT" "$PY" bench/py/atomics.py ||
+	{ say "atomics.py failed (status $?)"; "$PY" bench/py/common.py unavailable atomics "atomics.py failed or timed out" atomic_cas64_python ctl_read_atomic_0w; }
 say "floors: bench/py/floors.py"
 timeout 120 "$PY" bench/py/floors.py || say "floors.py failed (status $?)"
 

@@ -31,10 +31,12 @@ extern "C" {
 
 /* The library is built with hidden visibility: only what carries OMNI_API
  * is exported from libomnipkg.so. */
+#ifndef OMNI_API   /* a module that compiles our sources into itself may say otherwise */
 #if defined(__GNUC__)
 #define OMNI_API __attribute__((visibility("default")))
 #else
 #define OMNI_API
+#endif
 #endif
 
 typedef struct omni_client omni_client;
@@ -180,6 +182,148 @@ OMNI_API int omni_shm_list(omni_client *c, omni_reply **out);
  * resize; an empty file gives *addr NULL and *len 0.  Needs no daemon. */
 OMNI_API int omni_shm_map(const omni_segment *s, int writable, void **addr, size_t *len);
 OMNI_API int omni_shm_unmap(void *addr, size_t len);   /* addr NULL: nothing */
+
+/*
+ * Control blocks: shared state that any number of processes (clients,
+ * workers, C or Python, any interpreter) read and write without the daemon
+ * in the loop and without a lock.  A control block is an ordinary segment
+ * whose first OMNI_CTL_HEADER_SIZE bytes are the header below; the rest is
+ * the record.  Every word is in the host's byte order.
+ *
+ *   omni_segment s; void *p; size_t n; omni_ctl_ticket t; omni_ctl_snapshot snap;
+ *   omni_shm_create(c, "state", OMNI_CTL_HEADER_SIZE + 4096, OMNI_SHM_PERSIST, &s);
+ *   omni_shm_map(&s, 1, &p, &n);
+ *   omni_ctl_format(p, n, 0);                            // once; any process may
+ *   omni_ctl_begin(p, n, OMNI_CTL_ANY, 1000, &t);        // claim: one CAS
+ *   memcpy(omni_ctl_record(p), "hello", 5);
+ *   omni_ctl_end(p, &t, 0);                              // publish
+ *   omni_ctl_read(p, n, 0, buf, 5, -1, &snap);           // never blocks a writer
+ *
+ * A seqlock.  seq is even while the record is stable and odd while a
+ * writer holds it.  A writer claims with one compare-and-swap of an even
+ * seq to the next odd value, which also carries its pid in bits
+ * OMNI_CTL_PID_SHIFT and up (so the claim and its owner are one atomic
+ * word, as in a robust futex); it then writes owner_pid and owner_start
+ * (the owner's start time, field 22 of /proc/<pid>/stat, so that a reused
+ * pid is not taken for the owner), writes the record, and publishes the
+ * next even seq.  A reader copies the record between two reads of seq and
+ * tries again when they differ or are odd: it never writes and never
+ * holds anything a writer waits for.
+ *
+ * A writer that dies while it holds the block (pid gone, a zombie, or the
+ * pid alive with another start time) is recovered by whoever waits on the
+ * block next, within about a millisecond of their noticing: one CAS takes
+ * the claim over, torn is set, torn_count counts it, and the next even
+ * seq is published.  The daemon does the same for every block a worker of
+ * its own held when that worker dies.  torn says the last write did not
+ * complete (its writer died, or gave up with OMNI_CTL_TORN): the record
+ * holds whatever it got to; the next whole write clears it.
+ *
+ * seq counts in its low OMNI_CTL_PID_SHIFT bits and wraps at 2^40.
+ * Mappings must be writable for writers, and for readers that may wait
+ * (a waiting reader recovers a dead writer's claim too).
+ *
+ * Errors: -EINVAL (a bad argument, a block smaller than its header or
+ * not 8-byte aligned), -EPROTO (the bytes are not a control block of this
+ * layout), -EAGAIN (being formatted, or a writer holds it and the call
+ * could not wait), -ETIMEDOUT (a live writer held it past the timeout),
+ * -ESTALE (seq is no longer the one expected), -ERANGE (past the record),
+ * -EOPNOTSUPP (a block in file-lock mode), -EOWNERDEAD (the claim was
+ * taken over: its holder was taken for dead).
+ */
+#define OMNI_CTL_MAGIC       0x314C5443494E4D4FULL  /* "OMNICTL1" in a little-endian dump */
+#define OMNI_CTL_MAGIC_INIT  0x304C5443494E4D4FULL  /* "OMNICTL0": being formatted */
+#define OMNI_CTL_VERSION     1
+#define OMNI_CTL_HEADER_SIZE 128
+#define OMNI_CTL_PID_SHIFT   40
+#define OMNI_CTL_SEQ_MASK    ((UINT64_C(1) << OMNI_CTL_PID_SHIFT) - 1)
+#define OMNI_CTL_ANY         UINT64_MAX   /* omni_ctl_begin: whatever seq is now */
+
+/* flags of the header, fixed when formatted */
+#define OMNI_CTL_FILELOCK 0x1   /* "standard mode": writers and readers take a
+                                   file lock on the segment's file (Python's
+                                   omnipkg.ctlblock); the calls below refuse it */
+
+typedef struct omni_ctl_header {
+	uint64_t magic;          /*   0: OMNI_CTL_MAGIC once formatted */
+	uint32_t version;        /*   8: OMNI_CTL_VERSION */
+	uint32_t flags;          /*  12: OMNI_CTL_FILELOCK or 0 */
+	uint64_t record_size;    /*  16: bytes of the record, from OMNI_CTL_HEADER_SIZE on */
+	uint64_t seq;            /*  24: even: stable; odd: held, holder's pid in the top bits */
+	uint64_t owner_pid;      /*  32: the holder's pid, once it has written it; 0: none */
+	uint64_t owner_start;    /*  40: the holder's start time (clock ticks after boot) */
+	uint64_t generation;     /*  48: whole writes published */
+	uint64_t torn;           /*  56: 1: the last write was torn */
+	uint64_t torn_count;     /*  64: writes torn so far */
+	uint64_t reserved[7];    /*  72: zero */
+} omni_ctl_header;
+
+#if defined(__cplusplus)
+#define OMNI_CTL_ASSERT_(c, m) static_assert(c, m)
+#else
+#define OMNI_CTL_ASSERT_(c, m) _Static_assert(c, m)
+#endif
+OMNI_CTL_ASSERT_(sizeof(omni_ctl_header) == OMNI_CTL_HEADER_SIZE, "control block header size");
+OMNI_CTL_ASSERT_(offsetof(omni_ctl_header, seq) == 24, "seq offset");
+OMNI_CTL_ASSERT_(offsetof(omni_ctl_header, owner_pid) == 32, "owner_pid offset");
+OMNI_CTL_ASSERT_(offsetof(omni_ctl_header, owner_start) == 40, "owner_start offset");
+OMNI_CTL_ASSERT_(offsetof(omni_ctl_header, generation) == 48, "generation offset");
+OMNI_CTL_ASSERT_(offsetof(omni_ctl_header, torn) == 56, "torn offset");
+OMNI_CTL_ASSERT_(offsetof(omni_ctl_header, torn_count) == 64, "torn_count offset");
+OMNI_CTL_ASSERT_(offsetof(omni_ctl_header, reserved) == 72, "reserved offset");
+
+typedef struct omni_ctl_snapshot {
+	uint64_t seq;            /* the (even) seq the record was read at */
+	uint64_t generation;
+	uint64_t torn_count;
+	int torn;                /* 1: the record is what a torn write left */
+} omni_ctl_snapshot;
+
+typedef struct omni_ctl_ticket {
+	uint64_t word;           /* the odd seq word claimed */
+	int prev_torn;           /* 1: the write before this one was torn */
+} omni_ctl_ticket;
+
+/* Formats len bytes at base (a segment's mapping, all zero, or a block
+ * already formatted) as an empty control block whose record is the rest.
+ * Safe to race: one caller formats, the others find it done.  0: formatted
+ * now; 1: it already was (with the flags it was given then); -EAGAIN:
+ * another process is formatting it; -EPROTO: something else is there. */
+OMNI_API int omni_ctl_format(void *base, size_t len, uint32_t flags);
+/* 0 when base holds a control block of this layout that fits in len
+ * bytes; -EAGAIN when not yet formatted (all zero, or being formatted). */
+OMNI_API int omni_ctl_check(const void *base, size_t len);
+/* The record: base + OMNI_CTL_HEADER_SIZE; header->record_size bytes. */
+OMNI_API void *omni_ctl_record(void *base);
+/* Copies n bytes of the record from off into buf as of one stable seq, and
+ * its state into *snap (may be NULL).  While a writer holds the block it
+ * waits up to timeout_ms (< 0: as long as it takes; 0: -EAGAIN at once, a
+ * pure try), recovering the claim of a writer found dead: a claim that
+ * stays the same for a millisecond has its holder looked at (in /proc),
+ * and again every millisecond. */
+OMNI_API int omni_ctl_read(void *base, size_t len, uint64_t off, void *buf, size_t n,
+			   int timeout_ms, omni_ctl_snapshot *snap);
+/* Claims the block for this process: *t is its ticket, held until
+ * omni_ctl_end.  expected OMNI_CTL_ANY waits up to timeout_ms for a live
+ * writer to finish, recovering a dead one's claim as omni_ctl_read does
+ * (< 0: as long as it takes; 0: -EAGAIN at once, a pure try); any other
+ * value claims only if seq is still exactly expected, else -ESTALE at once
+ * (optimistic concurrency: read, compute, claim what you read), after
+ * recovering the claim it found if its holder is dead. */
+OMNI_API int omni_ctl_begin(void *base, size_t len, uint64_t expected, int timeout_ms,
+			    omni_ctl_ticket *t);
+#define OMNI_CTL_TORN 0x1   /* omni_ctl_end: the write did not complete */
+/* Publishes the write of ticket t (the next even seq; generation + 1 and
+ * torn cleared, or with OMNI_CTL_TORN torn set and counted).  Always
+ * releases; -EOWNERDEAD when t no longer holds the block. */
+OMNI_API int omni_ctl_end(void *base, const omni_ctl_ticket *t, int flags);
+/* Recovers the block if a dead writer holds it: only one of pid (0: any)
+ * whose start time is start (0: any).  1 recovered, 0 nothing to do.
+ * Needs only the header mapped (len >= OMNI_CTL_HEADER_SIZE). */
+OMNI_API int omni_ctl_recover(void *base, size_t len, int pid, uint64_t start);
+/* The start time of process pid (field 22 of /proc/<pid>/stat, in clock
+ * ticks after boot) into *start; -ESRCH when it is gone or a zombie. */
+OMNI_API int omni_ctl_proc_start(int pid, uint64_t *start);
 
 /*
  * Why a request failed: the "reason" of a failed reply.  One table for the

@@ -1,6 +1,7 @@
 /*
  * runtime.c - installs the embedded worker runtime (runtime.h) into a
- * private directory under the runtime dir, and removes it.
+ * private directory under the runtime dir, and removes it.  Every file is
+ * written the same way, the compiled omnipkg_atomic.abi3.so among them.
  *
  * The daemon holds the runtime dir's lock while it installs, so no other
  * daemon writes here; a worker of a daemon that died may still be reading,

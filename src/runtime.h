@@ -10,7 +10,10 @@
 
 #include <stddef.h>
 
-/* One embedded file: its path relative to src/worker/ and its bytes. */
+/* One embedded file: its path under <rtdir>/worker/ and its bytes: the
+ * worker package (src/worker/), the Python client under client/, and,
+ * when it was built, the atomics extension (client/omnipkg_atomic.abi3.so,
+ * where workers import it: client/ is on their sys.path). */
 struct runtime_file {
 	const char *path;
 	const unsigned char *data;

@@ -13,11 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 #include "logx.h"
+#include "omnipkg.h"
 #include "shm.h"
 
 #ifndef TMPFS_MAGIC
@@ -644,4 +646,44 @@ int shm_list(struct shm *s, int (*cb)(const struct shm_info *seg, void *ud), voi
 		r = cb(&info, ud);
 	}
 	return r;
+}
+
+/* Recovers the control block in g's file if pid holds it; 1 if it did. */
+static int seg_recover(struct shm *s, const struct seg *g, pid_t pid, uint64_t start)
+{
+	omni_ctl_header h;
+	void *p;
+	int fd, r = 0;
+
+	if (g->size < OMNI_CTL_HEADER_SIZE)
+		return 0;
+	fd = openat(s->dfd, g->name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	/* a look at the header first: most segments are not control blocks */
+	if (pread(fd, &h, sizeof h, 0) == (ssize_t)sizeof h && h.magic == OMNI_CTL_MAGIC &&
+	    (h.seq & 1) && (h.seq >> OMNI_CTL_PID_SHIFT) == (uint64_t)pid) {
+		p = mmap(NULL, OMNI_CTL_HEADER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		if (p != MAP_FAILED) {
+			r = omni_ctl_recover(p, OMNI_CTL_HEADER_SIZE, (int)pid, start) == 1;
+			munmap(p, OMNI_CTL_HEADER_SIZE);
+		}
+	}
+	close(fd);
+	return r;
+}
+
+int shm_recover_writer(struct shm *s, pid_t pid, uint64_t start)
+{
+	int n = 0;
+
+	if (!s || pid <= 0)
+		return 0;
+	for (size_t i = 0; i < s->n; i++)
+		if (seg_recover(s, &s->segs[i], pid, start)) {
+			logx(LOGX_WARN, "control block %s: writer %d died mid-write; "
+			     "recovered, its record marked torn", s->segs[i].name, (int)pid);
+			n++;
+		}
+	return n;
 }

@@ -113,4 +113,14 @@ size_t shm_usage(const struct shm *s, size_t *count);
  * directory behind the registry's back are adopted first. */
 int shm_list(struct shm *s, int (*cb)(const struct shm_info *seg, void *ud), void *ud);
 
+/*
+ * Process pid died (start: its start time, field 22 of /proc/<pid>/stat,
+ * or 0 when unknown): every control block (omnipkg.h) it held mid-write
+ * is recovered now (marked torn, next even seq published), so that no
+ * waiter has to find out for itself.  A block held by a live process of
+ * the same pid number is left alone.  s may be NULL (nothing to do).
+ * Returns how many were recovered; costs a pread of each segment's header.
+ */
+int shm_recover_writer(struct shm *s, pid_t pid, uint64_t start);
+
 #endif

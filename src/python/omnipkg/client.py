@@ -856,6 +856,35 @@ class DaemonClient:
     def shm_list(self):
         return self._guard(lambda: _with_success(self.call("shm_list")))
 
+    # ------------------------------------------------------ control blocks
+
+    def control_block(self, name, record_size=None, create=True, mode=None):
+        """The control block (omnipkg.ctlblock.ControlBlock) in segment
+        name: shared state read and written by clients and workers without
+        the daemon and without locks.  Missing and create: made persistent
+        with a record of record_size bytes (default 4096) in mode "atomic"
+        (default) or "filelock", and formatted."""
+        from . import ctlblock
+        return ctlblock.open_block(self, name, record_size, create, mode)
+
+    def execute_optimistic_write(self, spec, code_template, control_block_name, tensor_in,
+                                 python_exe=None, max_retries=100):
+        """omnipkg's optimistic write, for real: reads the seq of control
+        block control_block_name (made if missing), then runs code_template
+        in the worker, which claims the block only if nobody wrote since
+        (one CAS) and publishes when the code ends, marked torn if it
+        raised: a claim never outlives its job, and one whose worker died
+        is recovered by the daemon or the next writer.  The code sees
+        tensor_in/arr_in, a float32 tensor_out/arr_out of its shape (none
+        when tensor_in is None) and control_block (.record: the record, a
+        writable memoryview).  A conflict is retried, backing off as
+        omnipkg does, up to max_retries times, then RuntimeError("Max
+        retries exceeded: ..."); a failed job raises RuntimeError("Worker
+        Error: ...").  -> (output ndarray or None, reply, retries)"""
+        from . import ctlblock
+        return ctlblock.optimistic_write(self, spec, code_template, control_block_name,
+                                         tensor_in, python_exe, max_retries)
+
 
 class DaemonProxy:
     """omnipkg's handle on one (spec, python) worker:
