@@ -356,6 +356,9 @@ void pool_reap(struct pool *p)
 	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
 		struct worker *w;
 
+		/* A control block whose writer was this process (a worker, or
+		 * anything a job left behind) is recovered now, marked torn. */
+		shm_recover_writer(p->shm, pid, 0);
 		for (w = p->workers; w; w = w->next)
 			if (w->pid == pid && !w->reaped)
 				break;

@@ -355,9 +355,6 @@ class CtlBlockTest(unittest.TestCase):
         self.assertEqual(retries, 0)
         self.assertEqual(cb.read().torn, False)
 
-    # The worker death path (pool_reap in src/pool.c) does not call
-    # shm_recover_writer yet; once it does, this passes: drop the decorator.
-    @unittest.expectedFailure
     def test_daemon_recovers_its_dead_workers_block(self):
         """Nobody waits on the block: the daemon itself recovers the claim
         of the worker it saw die."""
