@@ -551,6 +551,10 @@ static int worker_limit_memory(struct worker *w, double mb)
 
 	if (bytes < 4096)
 		bytes = 4096;
+	/* The count before any limit of ours: lowering it may be what kills
+	 * the worker.  Read here, not at every job (a file read per job). */
+	if (w->cgroup[0] && !w->mem_cgroup)
+		w->oom_base = cgroup_oom_kills(w->cgroup);
 	if (w->cgroup[0] && cgroup_set_memory_max(w->cgroup, bytes) == 0) {
 		w->mem_cgroup = 1;
 	} else {
@@ -598,8 +602,6 @@ static void worker_dispatch(struct worker *w)
 
 	if (w->state != W_IDLE || !w->qhead || w->fd < 0)
 		return;
-	/* Before the limit is set: lowering it may be what kills the worker. */
-	w->oom_base = w->cgroup[0] ? cgroup_oom_kills(w->cgroup) : -ENOENT;
 	if (!(j = next_job(w)))
 		return;
 	w->cur = j;

@@ -98,7 +98,7 @@ struct worker {
 	int evicting;             /* busy when evicted: retire once the job ends */
 	double max_memory_mb;     /* the limit set on it, 0: none */
 	int mem_cgroup;           /* the limit is its cgroup's memory.max (else RLIMIT_AS) */
-	long long oom_base;       /* its cgroup's oom_kill count when the job started */
+	long long oom_base;       /* its cgroup's oom_kill count before its first limit */
 	int reaped, status;
 	struct worker *next;      /* the pool's list */
 };
