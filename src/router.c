@@ -15,6 +15,16 @@
 
 #define PROBE_TIMEOUT 10.0
 #define PROBE_CACHE_MAX 256
+#define ALIAS_CACHE_MAX 16
+
+/* An absolute path a request named, and the discovered interpreter it
+ * resolved to: resolving a path costs a realpath() of every discovered
+ * interpreter (tens of system calls), and clients name the same path on
+ * every call (the Python client sends its own sys.executable). */
+struct alias {
+	char path[PATH_MAX];
+	struct interp py;
+};
 
 struct probe {
 	char path[PATH_MAX];
@@ -41,7 +51,33 @@ struct router {
 	void *ud;
 	struct probe *probes;      /* running and answered (the cache) */
 	unsigned nprobes;
+	struct alias alias[ALIAS_CACHE_MAX];
+	unsigned nalias, next_alias;   /* filled; the slot replaced next when full */
 };
+
+static const struct interp *alias_find(const struct router *r, const char *path)
+{
+	for (unsigned i = 0; i < r->nalias; i++)
+		if (strcmp(r->alias[i].path, path) == 0)
+			return &r->alias[i].py;
+	return NULL;
+}
+
+static void alias_add(struct router *r, const char *path, const struct interp *py)
+{
+	struct alias *a;
+
+	if (strlen(path) >= sizeof a->path)
+		return;
+	if (r->nalias < ALIAS_CACHE_MAX) {
+		a = &r->alias[r->nalias++];
+	} else {
+		a = &r->alias[r->next_alias];
+		r->next_alias = (r->next_alias + 1) % ALIAS_CACHE_MAX;
+	}
+	snprintf(a->path, sizeof a->path, "%s", path);
+	a->py = *py;
+}
 
 static struct probe *probe_find(struct router *r, const char *path)
 {
@@ -172,7 +208,16 @@ int router_resolve(struct router *r, struct job *j, struct route *out, cJSON **r
 					ROUTER_TAG_MAX - 1);
 		return -EINVAL;
 	}
-	n = interp_lookup(r->py, j->python, &out->py, err, sizeof err);
+	const struct interp *known = j->python[0] == '/' ? alias_find(r, j->python) : NULL;
+
+	if (known) {
+		out->py = *known;
+		n = 0;
+	} else {
+		n = interp_lookup(r->py, j->python, &out->py, err, sizeof err);
+		if (n == 0 && j->python[0] == '/')
+			alias_add(r, j->python, &out->py);
+	}
 	if (n == -EAGAIN) {
 		struct probe *p = probe_find(r, j->python);
 
@@ -190,6 +235,7 @@ int router_resolve(struct router *r, struct job *j, struct route *out, cJSON **r
 			return -ENOENT;
 		}
 		out->py = p->py;
+		alias_add(r, j->python, &p->py);
 	} else if (n < 0) {
 		*reply = proto_reply_error(ENOENT, OMNI_REASON_NOPYTHON, "%s", err);
 		return -ENOENT;
