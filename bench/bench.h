@@ -53,8 +53,6 @@ int bench_write(const char *name, cJSON *rows);
 enum bench_place { BENCH_UNPINNED, BENCH_SAME_CORE, BENCH_CROSS_CORE };
 double *bench_unix_rtt_on(struct bench_stats *out, enum bench_place place);
 double *bench_unix_rtt(struct bench_stats *out);
-/* Lets the calling process run on every CPU again. */
-void bench_pin_reset(void);
 
 /*
  * Starts omnipkgd (built beside the runner) on a private runtime dir with
