@@ -556,8 +556,8 @@ def main():
            js / hot_py <= 1.5 if js and hot_py else None)
     dr = x.p50("daemon_rss")
     target("daemon RSS", "≤ 8 MB", b(dr) if dr else "not measured", dr <= 8e6 if dr else None)
-    wu = x.p50("worker_numpy_uss_over_bare")
-    target("per idle worker", "≤ 3 MB USS over a bare interpreter with the same imports",
+    wu = x.p50("worker_numpy_pss_over_bare")
+    target("per idle worker", "≤ 3 MB PSS over a bare interpreter with the same imports",
            b(wu) if wu is not None else "not measured", wu <= 3e6 if wu is not None else None)
     cas, rd0 = x.p50("atomic_cas64_python"), x.p50("ctl_read_atomic_0w")
     target("atomic read or CAS from Python, uncontended", "≤ 1 µs",
