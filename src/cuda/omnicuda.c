@@ -30,6 +30,7 @@ static struct {
 	CUresult (*primary_release)(CUdevice);
 	CUresult (*address_range)(CUdeviceptr *, size_t *, CUdeviceptr);
 	CUresult (*stream_sync)(CUstream);
+	CUresult (*ctx_sync)(void);
 	CUresult (*ipc_get)(CUipcMemHandle *, CUdeviceptr);
 	CUresult (*ipc_open)(CUdeviceptr *, CUipcMemHandle, unsigned int);
 	CUresult (*ipc_close)(CUdeviceptr);
@@ -111,6 +112,7 @@ OCU_EXPORT int ocu_load(char *err, size_t errlen)
 	*(void **)&drv.primary_release = sym("cuDevicePrimaryCtxRelease_v2", &missing);
 	*(void **)&drv.address_range = sym("cuMemGetAddressRange_v2", &missing);
 	*(void **)&drv.stream_sync = sym("cuStreamSynchronize", &missing);
+	*(void **)&drv.ctx_sync = sym("cuCtxSynchronize", &missing);
 	*(void **)&drv.ipc_get = sym("cuIpcGetMemHandle", &missing);
 	*(void **)&drv.ipc_open = sym("cuIpcOpenMemHandle_v2", &missing);
 	*(void **)&drv.ipc_close = sym("cuIpcCloseMemHandle", &missing);
@@ -312,6 +314,20 @@ OCU_EXPORT int ocu_import(const struct ocu_handle *h, uint64_t *ptr, char *err, 
 	maps = m;
 	*ptr = base + h->offset;
 	return 0;
+}
+
+OCU_EXPORT int ocu_sync(char *err, size_t errlen)
+{
+	CUcontext ctx = NULL;
+	CUresult r;
+	int rc = ocu_load(err, errlen);
+
+	if (rc)
+		return rc;
+	if (drv.ctx_get_current(&ctx) != CUDA_SUCCESS || !ctx)
+		return 0; /* no context: nothing was queued */
+	r = drv.ctx_sync();
+	return r == CUDA_SUCCESS ? 0 : drv_fail(r, "cuCtxSynchronize", err, errlen);
 }
 
 OCU_EXPORT int ocu_release(const struct ocu_handle *h)

@@ -67,6 +67,11 @@ int ocu_export(uint64_t ptr, uint64_t nbytes, void *stream, struct ocu_handle *o
  * context when the thread has none.
  */
 int ocu_import(const struct ocu_handle *h, uint64_t *ptr, char *err, size_t errlen);
+/*
+ * Wait for everything queued in this thread's context (a consumer calls it
+ * before it replies, so its writes into an imported buffer are done).
+ */
+int ocu_sync(char *err, size_t errlen);
 /* Drop one use of h; -ENOENT if h is not imported. */
 int ocu_release(const struct ocu_handle *h);
 /* Close every cached mapping with no user; returns how many it closed. */

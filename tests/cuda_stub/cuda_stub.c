@@ -1,15 +1,20 @@
 /*
  * cuda_stub.c - a stand-in for libcuda.so.1, built only for the tests and
- * never installed.  It fakes device allocations (stub_alloc) with host
- * memory, hands out IPC handles that name them, maps them back on
- * cuIpcOpenMemHandle, and counts every call (stub_calls) so tests can see
- * how often a handle was opened.
+ * never installed.  It fakes device allocations (stub_alloc) with POSIX
+ * shared memory, so a "device pointer" is a host address another process
+ * can map: its IPC handles name the segment, cuIpcOpenMemHandle maps it
+ * (in the allocating process: the allocation itself, which a real driver
+ * refuses), and every call is counted (stub_calls) so tests can see how
+ * often a handle was opened.
  *
  *   $STUB_CUDA_NODEVICE=1  cuInit fails with CUDA_ERROR_NO_DEVICE
  *   $STUB_CUDA_LOG=<file>  every call appended to <file>, one name a line
  *                          (lets a test see a forked worker's calls)
  */
 #include <cuda.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +27,13 @@ static struct alloc {
 	size_t size;
 	unsigned serial; /* changes when the slot is reused, as a real handle would */
 } allocs[STUB_MAX];
+/* Another process's allocation, mapped by cuIpcOpenMemHandle. */
+static struct peer {
+	unsigned char *mem;
+	size_t size;
+	int refs;
+} peers[STUB_MAX];
+
 static unsigned serial;
 static int inited;
 static CUcontext current;
@@ -73,7 +85,7 @@ STUB_API int stub_open_mappings(void)
 	int n = 0;
 
 	for (int i = 0; i < STUB_MAX; i++)
-		n += open_refs[i];
+		n += open_refs[i] + peers[i].refs;
 	return n;
 }
 
@@ -82,12 +94,41 @@ STUB_API int stub_primary_refs(void)
 	return primary_refs;
 }
 
+static void segname(char *buf, size_t n, int pid, unsigned s)
+{
+	snprintf(buf, n, "/omnicudastub-%d-%u", pid, s);
+}
+
+static void *mapseg(int pid, unsigned s, size_t size, int create)
+{
+	char name[64];
+	void *p;
+	int fd;
+
+	segname(name, sizeof name, pid, s);
+	fd = shm_open(name, create ? O_RDWR | O_CREAT | O_EXCL : O_RDWR, 0600);
+	if (fd < 0)
+		return NULL;
+	if (create && ftruncate(fd, (off_t)(size ? size : 1)) < 0) {
+		close(fd);
+		shm_unlink(name);
+		return NULL;
+	}
+	p = mmap(NULL, size ? size : 1, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	return p == MAP_FAILED ? NULL : p;
+}
+
 /* A fake device allocation; its "device pointer" is the host address. */
 STUB_API CUdeviceptr stub_alloc(size_t size)
 {
 	for (int i = 0; i < STUB_MAX; i++)
 		if (!allocs[i].mem) {
-			allocs[i].mem = calloc(1, size ? size : 1);
+			unsigned char *m = mapseg(getpid(), serial + 1, size, 1);
+
+			if (!m)
+				return 0;
+			allocs[i].mem = m;
 			allocs[i].size = size;
 			allocs[i].serial = ++serial;
 			return (CUdeviceptr)(uintptr_t)allocs[i].mem;
@@ -97,9 +138,13 @@ STUB_API CUdeviceptr stub_alloc(size_t size)
 
 STUB_API void stub_free(CUdeviceptr p)
 {
+	char name[64];
+
 	for (int i = 0; i < STUB_MAX; i++)
-		if ((CUdeviceptr)(uintptr_t)allocs[i].mem == p) {
-			free(allocs[i].mem);
+		if (allocs[i].mem && (CUdeviceptr)(uintptr_t)allocs[i].mem == p) {
+			munmap(allocs[i].mem, allocs[i].size ? allocs[i].size : 1);
+			segname(name, sizeof name, getpid(), allocs[i].serial);
+			shm_unlink(name);
 			allocs[i].mem = NULL;
 		}
 }
@@ -237,7 +282,14 @@ STUB_API CUresult cuStreamSynchronize(CUstream s)
 	return CUDA_SUCCESS;
 }
 
-/* Handle bytes: "STUB", slot, serial, then zeros. */
+STUB_API CUresult cuCtxSynchronize(void)
+{
+	note("cuCtxSynchronize");
+	NEED_INIT();
+	return current ? CUDA_SUCCESS : CUDA_ERROR_INVALID_CONTEXT;
+}
+
+/* Handle bytes: "STUB", slot, serial, pid, size, then zeros. */
 STUB_API CUresult cuIpcGetMemHandle(CUipcMemHandle *h, CUdeviceptr p)
 {
 	int i;
@@ -251,6 +303,13 @@ STUB_API CUresult cuIpcGetMemHandle(CUipcMemHandle *h, CUdeviceptr p)
 	memcpy(h->reserved, "STUB", 4);
 	memcpy(h->reserved + 4, &i, sizeof i);
 	memcpy(h->reserved + 8, &allocs[i].serial, sizeof allocs[i].serial);
+	{
+		int pid = getpid();
+		uint64_t size = allocs[i].size;
+
+		memcpy(h->reserved + 12, &pid, sizeof pid);
+		memcpy(h->reserved + 16, &size, sizeof size);
+	}
 	return CUDA_SUCCESS;
 }
 
@@ -268,6 +327,26 @@ STUB_API CUresult cuIpcOpenMemHandle_v2(CUdeviceptr *p, CUipcMemHandle h, unsign
 		return CUDA_ERROR_INVALID_HANDLE;
 	memcpy(&i, h.reserved + 4, sizeof i);
 	memcpy(&s, h.reserved + 8, sizeof s);
+	{
+		int pid;
+		uint64_t size;
+
+		memcpy(&pid, h.reserved + 12, sizeof pid);
+		memcpy(&size, h.reserved + 16, sizeof size);
+		if (pid != getpid()) {
+			for (int k = 0; k < STUB_MAX; k++)
+				if (!peers[k].mem) {
+					peers[k].mem = mapseg(pid, s, (size_t)size, 0);
+					if (!peers[k].mem)
+						return CUDA_ERROR_INVALID_HANDLE;
+					peers[k].size = (size_t)size;
+					peers[k].refs = 1;
+					*p = (CUdeviceptr)(uintptr_t)peers[k].mem;
+					return CUDA_SUCCESS;
+				}
+			return CUDA_ERROR_OUT_OF_MEMORY;
+		}
+	}
 	if (i < 0 || i >= STUB_MAX || !allocs[i].mem || allocs[i].serial != s)
 		return CUDA_ERROR_INVALID_HANDLE;
 	open_refs[i]++;
@@ -281,6 +360,13 @@ STUB_API CUresult cuIpcCloseMemHandle(CUdeviceptr p)
 
 	note("cuIpcCloseMemHandle");
 	NEED_INIT();
+	for (int k = 0; k < STUB_MAX; k++)
+		if (peers[k].mem && (CUdeviceptr)(uintptr_t)peers[k].mem == p) {
+			munmap(peers[k].mem, peers[k].size ? peers[k].size : 1);
+			peers[k].mem = NULL;
+			peers[k].refs = 0;
+			return CUDA_SUCCESS;
+		}
 	i = which(p);
 	if (i < 0 || open_refs[i] <= 0)
 		return CUDA_ERROR_INVALID_VALUE;
