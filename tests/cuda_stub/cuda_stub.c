@@ -8,7 +8,7 @@
  * often a handle was opened.
  *
  *   $STUB_CUDA_NODEVICE=1  cuInit fails with CUDA_ERROR_NO_DEVICE
- *   $STUB_CUDA_LOG=<file>  every call appended to <file>, one name a line
+ *   $STUB_CUDA_LOG=<file>  every call appended to <file>, "pid name" a line
  *                          (lets a test see a forked worker's calls)
  */
 #include <cuda.h>
@@ -61,7 +61,7 @@ static void note(const char *name)
 		FILE *f = fopen(log, "a");
 
 		if (f) {
-			fprintf(f, "%s\n", name);
+			fprintf(f, "%d %s\n", (int)getpid(), name);
 			fclose(f);
 		}
 	}
