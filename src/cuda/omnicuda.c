@@ -48,6 +48,7 @@ struct ocu_map {
 
 static struct ocu_map *maps;
 static unsigned long ticks;
+static uint64_t opens;
 static int retained_device = -1; /* primary context this library retained */
 
 static void seterr(char *err, size_t n, const char *fmt, ...)
@@ -153,6 +154,7 @@ OCU_EXPORT void ocu_unload(void)
 			drv.primary_release(d);
 	}
 	retained_device = -1;
+	opens = 0;
 	if (drv.lib)
 		dlclose(drv.lib);
 	memset(&drv, 0, sizeof drv);
@@ -298,6 +300,7 @@ OCU_EXPORT int ocu_import(const struct ocu_handle *h, uint64_t *ptr, char *err, 
 		return rc;
 	memcpy(ipc.reserved, h->ipc, OCU_IPC_BYTES);
 	r = drv.ipc_open(&base, ipc, CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS);
+	opens++;
 	if (r != CUDA_SUCCESS)
 		return drv_fail(r, "cuIpcOpenMemHandle", err, errlen);
 	m = calloc(1, sizeof *m);
@@ -354,6 +357,11 @@ OCU_EXPORT int ocu_trim(void)
 			n += closemap(m);
 	}
 	return n;
+}
+
+OCU_EXPORT uint64_t ocu_opens(void)
+{
+	return opens;
 }
 
 OCU_EXPORT int ocu_refs(const struct ocu_handle *h)

@@ -76,6 +76,8 @@ int ocu_sync(char *err, size_t errlen);
 int ocu_release(const struct ocu_handle *h);
 /* Close every cached mapping with no user; returns how many it closed. */
 int ocu_trim(void);
+/* cuIpcOpenMemHandle calls this process made (cache misses); stats, tests. */
+uint64_t ocu_opens(void);
 /* Users of h's mapping (0 idle, -1 not cached); for tests and stats. */
 int ocu_refs(const struct ocu_handle *h);
 

@@ -131,6 +131,7 @@ static void test_import_cached(void)
 			CU_FAIL_FATAL("import/release");
 	}
 	CU_ASSERT_EQUAL(s_calls("cuIpcOpenMemHandle_v2"), 1);
+	CU_ASSERT_EQUAL(ocu_opens(), 1);
 	CU_ASSERT_EQUAL(s_calls("cuIpcCloseMemHandle"), 0);
 	CU_ASSERT_EQUAL(s_open(), 1);
 	CU_ASSERT_EQUAL(ocu_trim(), 1);

@@ -165,6 +165,14 @@ def end_job():
     return None
 
 
+def opens():
+    """Handles this process has opened (cache misses); 0 before any."""
+    if _lib is None:
+        return 0
+    _lib.ocu_opens.restype = ctypes.c_uint64
+    return _lib.ocu_opens()
+
+
 def refs(hexs):
     """Users of a handle's mapping in this process (-1: not mapped); tests."""
     lib = library()
