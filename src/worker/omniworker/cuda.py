@@ -2,7 +2,8 @@
 mapped through libomnipkg-cuda (loaded with ctypes, so no build per
 interpreter) and bound as a tensor of the framework the job uses, without
 a copy: cupy and torch take __cuda_array_interface__, jax takes DLPack
-(through cupy).  The mapping is opened once per process (the library keeps
+(through cupy; without cupy, jax.numpy.asarray of the interface, which
+may copy).  The mapping is opened once per process (the library keeps
 it cached by handle) and released when the job ends, after a device sync so
 the job's writes are done before its reply.
 
@@ -108,8 +109,13 @@ def _wrap(arr, framework):
                 import torch
                 return torch.as_tensor(arr, device="cuda")
             if name == "jax":
-                import cupy
                 import jax.dlpack
+                try:
+                    import cupy
+                except ImportError:
+                    # no DLPack bridge: jax reads the interface (may copy)
+                    import jax.numpy as jnp
+                    return jnp.asarray(arr)
                 return jax.dlpack.from_dlpack(cupy.asarray(arr))
         except ImportError:
             if framework != "auto":
