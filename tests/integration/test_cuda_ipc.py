@@ -108,6 +108,50 @@ class NoCudaTest(unittest.TestCase):
 @unittest.skipIf(SANITIZED, "sanitized libomnipkg-cuda does not load into Python")
 @unittest.skipUnless(os.path.exists(STUB) and os.path.exists(LIB),
                      "libomnipkg-cuda or the stand-in driver not built")
+class WorkerBindTest(unittest.TestCase):
+    """The worker's side of a descriptor, in this process (the stub allows
+    opening one's own handles, which a real driver refuses)."""
+
+    def setUp(self):
+        sys.path.insert(0, os.path.join(harness.REPO, "src", "worker"))
+        self.addCleanup(sys.path.remove, os.path.join(harness.REPO, "src", "worker"))
+        from omniworker import cuda as wcuda
+        self.w = wcuda
+        self.stub = ctypes.CDLL(STUB)
+        self.stub.stub_alloc.restype = ctypes.c_uint64
+        self.stub.stub_alloc.argtypes = [ctypes.c_size_t]
+        self.stub.stub_free.argtypes = [ctypes.c_uint64]
+        self.a = self.stub.stub_alloc(1024)
+        self.addCleanup(self.stub.stub_free, self.a)
+
+    def desc(self, **kw):
+        d = ocuda.describe(FakeTensor(self.a + 64, [16]), framework="raw")["__cuda_ipc__"]
+        d.update(kw)
+        return d
+
+    def test_bound_at_offset_and_released(self):
+        d = self.desc()
+        arr = self.w.bind(d)
+        self.assertEqual(arr.ptr, self.a + 64)
+        self.assertEqual(arr.__cuda_array_interface__["shape"], (16,))
+        self.assertEqual(self.w.refs(d["handle"]), 1)
+        self.assertIsNone(self.w.end_job())
+        self.assertEqual(self.w.refs(d["handle"]), 0)     # idle, still mapped
+
+    def test_bad_descriptors(self):
+        for kw, word in (({"shape": [17]}, "needs 68 bytes"), ({"dtype": "float32"}, "typestr"),
+                         ({"shape": [-1]}, "non-negative"), ({"strides": [4, 4]}, "strides"),
+                         ({"framework": "tf"}, "framework"), ({"handle": "00"}, "hex"),
+                         ({"handle": 5}, "hex string")):
+            with self.assertRaises((ValueError, TypeError, RuntimeError)) as cm:
+                self.w.bind(self.desc(**kw))
+            self.assertIn(word, str(cm.exception), kw)
+        self.assertIsNone(self.w.end_job())
+
+
+@unittest.skipIf(SANITIZED, "sanitized libomnipkg-cuda does not load into Python")
+@unittest.skipUnless(os.path.exists(STUB) and os.path.exists(LIB),
+                     "libomnipkg-cuda or the stand-in driver not built")
 class StubIpcTest(unittest.TestCase):
     def setUp(self):
         why = harness.DaemonFixture.available()
