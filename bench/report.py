@@ -33,6 +33,8 @@ DOCKER_CLAIMS = {   # the seed's Docker column, quoted as claims
 def load(results):
     docs = {}
     for path in sorted(glob.glob(os.path.join(results, "*.json"))):
+        if os.path.basename(path).startswith("cuda_"):
+            continue        # GPU runs (tests/gpu/bench_cuda.py): cuda_section's
         with open(path) as f:
             docs[os.path.basename(path)[:-5]] = json.load(f)
     if not docs:
@@ -331,6 +333,35 @@ def shared_state(w, x):
         w("")
 
 
+def cuda_section(w, results):
+    """The CUDA IPC rows: measured only on a GPU machine (tests/gpu/run.sh),
+    in their own files, never part of a `make bench` run."""
+    w("## CUDA IPC (GPU only)")
+    w("")
+    docs = []
+    for path in sorted(glob.glob(os.path.join(results, "cuda_*.json"))):
+        with open(path) as f:
+            docs.append(json.load(f))
+    if not docs:
+        w("No GPU was available for this run, and no GPU run has been recorded: "
+          "these rows have never been measured (`tests/gpu/run.sh` on a GPU machine "
+          "writes `results/cuda_<host>.json`).")
+        w("")
+        return
+    d = max(docs, key=lambda d: d.get("when", ""))
+    w("Not from this run: last measured %s on %s (%s), %s calls a row. Target: cached "
+      "<= hot exec + 10 us." % (d.get("when", "?"), d.get("host", "?"), d.get("gpu", "?"),
+                                d.get("repeat", "?")))
+    w("")
+    w("| size | first call (us) | cached (us) | hot exec (us) | target |")
+    w("|---|---|---|---|---|")
+    for r in d.get("rows", []):
+        w("| %s | %s | %s | %s | %s |" % (r.get("size"), r.get("first_us"), r.get("cached_us"),
+                                          r.get("hot_exec_us"),
+                                          "met" if r.get("target_met") else "missed"))
+    w("")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--results", default=os.path.join(REPO, "results"))
@@ -566,6 +597,7 @@ def main():
     w("")
 
     shared_state(w, x)
+    cuda_section(w, results)
 
     # --- plots
     w("## Plots")

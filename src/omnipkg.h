@@ -184,6 +184,47 @@ OMNI_API int omni_shm_map(const omni_segment *s, int writable, void **addr, size
 OMNI_API int omni_shm_unmap(void *addr, size_t len);   /* addr NULL: nothing */
 
 /*
+ * Device buffers (CUDA IPC).  libomnipkg never links CUDA: the first call
+ * dlopen()s libomnipkg-cuda ($OMNIPKG_CUDA_LIB, else libomnipkg-cuda.so.0),
+ * which dlopen()s the driver.  A buffer crosses as a handle: hex text of
+ * OMNI_CUDA_HANDLE_HEX characters naming its allocation (IPC handle of the
+ * base), its offset and length.  Errors: -ENOENT with "no CUDA driver
+ * (libcuda.so.1 not found)" or no libomnipkg-cuda, -ENODEV "no CUDA
+ * device", -EINVAL a bad handle, pointer or descriptor, -EIO a driver error.
+ *
+ *   char h[OMNI_CUDA_HANDLE_HEX + 1];
+ *   omni_cuda_export(ptr, nbytes, stream, h, sizeof h, err, sizeof err);
+ *   // another process: omni_cuda_import(h, &ptr2, ...) ... omni_cuda_release(h);
+ */
+#define OMNI_CUDA_HANDLE_HEX 208
+
+/* A device buffer bound as a tensor of the worker's framework (cupy, torch,
+ * jax; "raw": an object with __cuda_array_interface__).  Borrowed pointers. */
+typedef struct omni_device_array {
+	const char *name;       /* the global's name: a Python identifier */
+	uint64_t devptr;        /* the buffer's first element */
+	const char *dtype;      /* array-interface typestr: "<f4", "|u1", "<i8", ... */
+	const int64_t *shape;   /* ndim sizes */
+	int ndim;               /* 0..OMNI_ARRAY_MAX_DIM */
+	const int64_t *strides; /* ndim byte strides (>= 0); NULL: C order */
+	int access;             /* OMNI_ACCESS_* (IN: bound read-only) */
+	void *stream;           /* CUstream the buffer was written on; NULL: default */
+	const char *framework;  /* NULL or "auto", "cupy", "torch", "jax", "raw" */
+} omni_device_array;
+
+/* Synchronises stream, then writes the handle of nbytes at devptr. */
+OMNI_API int omni_cuda_export(uint64_t devptr, uint64_t nbytes, void *stream, char *hex,
+                              size_t hexlen, char *err, size_t errlen);
+/* Maps a handle (once per process, cached) and holds it until release. */
+OMNI_API int omni_cuda_import(const char *hex, uint64_t *devptr, char *err, size_t errlen);
+OMNI_API int omni_cuda_release(const char *hex);
+/* Exports n device arrays as omni_exec_opts.bind_json text: *json_out is
+ * the caller's to free().  The worker syncs its device before it replies,
+ * so OUT/INOUT buffers hold the job's writes once omni_exec returns. */
+OMNI_API int omni_cuda_bind_json(const omni_device_array *a, size_t n, char **json_out,
+                                 char *err, size_t errlen);
+
+/*
  * Control blocks: shared state that any number of processes (clients,
  * workers, C or Python, any interpreter) read and write without the daemon
  * in the loop and without a lock.  A control block is an ordinary segment

@@ -707,6 +707,47 @@ class DaemonClient:
             raise RuntimeError("Worker Error: %s" % r.get("error"))
         return views["arr_out"], r
 
+    CUDA_IPC_MODES = ("auto", "universal", "pytorch_native", "torch_mp_queue", "hybrid")
+
+    def execute_cuda_ipc(self, spec, code, input_tensor, output_shape, output_dtype,
+                         python_exe=None, ipc_mode="auto", pin=False, worker_tag=None,
+                         max_memory_mb=None, *, out=None, framework="auto"):
+        """omnipkg's GPU lane: the worker sees tensor_in (input_tensor) and
+        tensor_out as tensors of its own framework over the same device
+        memory (CUDA IPC, no copy) and writes tensor_out in place.  Returns
+        (output tensor, reply); the output is `out` when given, else a new
+        tensor of input_tensor's framework and device (output_shape and
+        output_dtype default to input_tensor's).  Every ipc_mode but
+        "cpu_shm" takes this one path (the driver's IPC handles); "cpu_shm"
+        is execute_zero_copy's.  Raises cuda.CudaUnavailable without a
+        driver or device, RuntimeError("Worker Error: ...") when the job
+        fails."""
+        from . import cuda
+        if ipc_mode not in self.CUDA_IPC_MODES:
+            raise ValueError("ipc_mode %r: one of %s (cpu_shm is execute_zero_copy)"
+                             % (ipc_mode, ", ".join(self.CUDA_IPC_MODES)))
+        if not cuda.is_device_tensor(input_tensor):
+            raise TypeError("execute_cuda_ipc needs a CUDA tensor; for host arrays "
+                            "use execute_zero_copy")
+        cuda.check()
+        if out is None:
+            _, shape, typestr, _, _ = cuda.interface(input_tensor)
+            out = cuda.empty_like_framework(
+                input_tensor, shape if output_shape is None else output_shape,
+                (input_tensor.dtype if output_dtype is None else output_dtype))
+        bind = {"tensor_in": cuda.describe(input_tensor, framework, readonly=True),
+                "tensor_out": cuda.describe(out, framework)}
+        try:
+            r = self._exec(spec, code, python_exe, None, worker_tag, False, bind=bind,
+                           pin=pin, max_memory_mb=max_memory_mb)
+        except DaemonConnectionError as e:
+            if self.raise_errors:
+                raise
+            r = connection_failure(e)
+        if not r["success"]:
+            raise RuntimeError("Worker Error: %s" % r.get("error"))
+        return out, r
+
     def execute_smart(self, spec, code, data=None, output_shape=None, output_dtype=None,
                       python_exe=None, worker_tag=None, max_memory_mb=None, pin=False):
         """Picks the transport by data, as omnipkg does:
@@ -717,11 +758,16 @@ class DaemonClient:
           - anything else: "JSON", data bound as arr_in (as a value, never
             pasted into source; small ndarrays keep their dtype); `result`
             is the stripped stdout; a failure returns the failed reply.
-          - a CUDA tensor: RuntimeError (no CUDA transport yet).
+          - a CUDA tensor (torch, or anything with __cuda_array_interface__):
+            "CUDA_IPC", as execute_cuda_ipc with tensor_in = data; `result`
+            is tensor_out, of data's framework and device.
         -> {"success", "result", "meta" (the reply), "transport"}"""
-        if getattr(data, "is_cuda", False) is True:
-            raise RuntimeError("execute_smart: CUDA tensors have no transport in this "
-                               "omnipkgd yet; pass data.cpu().numpy()")
+        from . import cuda
+        if cuda.is_device_tensor(data):
+            out, r = self.execute_cuda_ipc(
+                spec, code, data, output_shape, output_dtype, python_exe=python_exe,
+                pin=pin, worker_tag=worker_tag, max_memory_mb=max_memory_mb)
+            return {"success": True, "result": out, "meta": r, "transport": "CUDA_IPC"}
         if _is_ndarray(data) and (data.nbytes >= SMART_SHM_BYTES or not _json_exact(data)):
             out, r = self._zero_copy(
                 spec, code, data, data.shape if output_shape is None else output_shape,

@@ -218,6 +218,10 @@ class Arrays:
                 return "TypeError: \"bind\" must be an object"
             for k, v in bind.items():
                 try:
+                    if isinstance(v, dict) and len(v) == 1 and "__cuda_ipc__" in v:
+                        from . import cuda      # the driver only for CUDA jobs
+                        G[k] = self.bound[k] = cuda.bind(v["__cuda_ipc__"])
+                        continue
                     G[k] = _bind_value(v)
                 except Exception as e:
                     return "%s: bind %r: %s" % (type(e).__name__, k, e)
@@ -278,6 +282,12 @@ class Arrays:
                 del G[name]
         self.bound.clear()
         self.given = []
+        cuda = sys.modules.get(__package__ + ".cuda")
+        if cuda is not None:
+            # the job's device writes finish before its reply goes
+            cerr = cuda.end_job()
+            if cerr and rep.get("ok"):
+                rep.update(ok=False, error=cerr, traceback="")
 
     def _result(self, np, arr, msg):
         dt = arr.dtype
