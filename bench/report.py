@@ -433,6 +433,8 @@ def main():
     line("hot exec, CLI `omnipkg exec` (whole process)", None, None, "hot_exec_cli", "python_c_pass")
     line("hot exec, FUSE (open, write, read, close)", None, None, "hot_exec_fuse", "unix_socket_rtt")
     line("stdlib multiprocessing forkserver `Pool.apply`", None, None, "forkserver_pool_apply", "unix_socket_rtt")
+    line("Python-to-Python socket echo, exec-sized JSON frames (the Python client's floor)", None, None,
+         "python_socket_echo", "unix_socket_rtt")
     line("cold start, fresh interpreter + `import numpy`", CLAIMS["cold"][0], "omnipkg_cold_new_worker",
          "cold_exec_numpy_job", "python_c_import_numpy")
     line("cold start, zygote fork + `import numpy`", CLAIMS["cold"][0], "omnipkg_cold_new_worker",
@@ -581,6 +583,11 @@ def main():
         target("speed-up over omnipkg 3.4.1 at %s, like for like" % label, "≥ 100×",
                "%s vs %s = %s" % (t(v), t(om), ratio(om, v)) if v and om else "not measured",
                om / v >= 100 if v and om else None)
+    pe = x.p50("python_socket_echo")
+    target("hot exec round trip, `pass`, Python client", "p50 ≤ 2.5 × a Python-to-Python socket echo",
+           "%s = %s the echo (%s)" % (t(hot_py), ratio(hot_py, pe), t(pe)) if hot_py and pe
+           else x.why("python_socket_echo"),
+           hot_py / pe <= 2.5 if hot_py and pe else None)
     js = x.p50("json_dict_roundtrip")
     target("small JSON payload", "≤ 1.5 × hot exec (Python client)",
            "%s = %s the Python client's hot exec (%s)" % (t(js), ratio(js, hot_py), t(hot_py)) if js and hot_py else "not measured",
