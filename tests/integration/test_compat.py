@@ -17,7 +17,7 @@ import time
 import unittest
 
 import harness
-from test_daemon import PY, REAL_HOME
+from test_daemon import PY, REAL_HOME, link_bubble
 from test_python_client_unit import need_numpy
 
 import omnipkg
@@ -32,16 +32,7 @@ REPO = harness.REPO
 
 
 def link(d, py, name, version):
-    tag = "cp" + py.replace(".", "")
-    src = os.path.join(REAL_HOME, "bubbles", tag, "%s-%s" % (name, version))
-    if not os.path.isdir(src):
-        msg = "bubble %s==%s for %s missing (scripts/bubbles.sh)" % (name, version, py)
-        if os.environ.get("CI") == "true":
-            raise AssertionError(msg)
-        raise unittest.SkipTest(msg)
-    dst = os.path.join(d.home, "bubbles", tag)
-    os.makedirs(dst, exist_ok=True)
-    os.symlink(src, os.path.join(dst, os.path.basename(src)))
+    link_bubble(None, d, py, name, version)
 
 
 class CompatTest(unittest.TestCase):
