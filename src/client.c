@@ -229,17 +229,59 @@ static int client__write_all(omni_client *c, const char *p, size_t n)
 	return 0;
 }
 
-/* Frames msg (borrowed) and sends it whole. */
-static int client__send_msg(omni_client *c, const cJSON *msg)
+/* Sends the first bytes of a frame with nfds descriptors attached
+ * (SCM_RIGHTS, on the frame's first byte: proto.h); how many went. */
+static ssize_t client__send_fds(omni_client *c, const char *p, size_t n, const int *fds,
+				size_t nfds)
 {
-	size_t len = 0;
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * OMNI_EXEC_MAX_FDS)];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = { .iov_base = (void *)p, .iov_len = n };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+			     .msg_controllen = CMSG_SPACE(sizeof(int) * nfds) };
+	struct cmsghdr *cm;
+	ssize_t k;
+
+	memset(&u, 0, sizeof u);
+	cm = CMSG_FIRSTHDR(&mh);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+	memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
+	for (;;) {
+		struct pollfd pfd = { .fd = c->fd, .events = POLLOUT };
+
+		k = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+		if (k >= 0)
+			return k;
+		if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)
+			return client__fail(c, errno == EPIPE ? -ECONNRESET : -errno);
+		if (errno != EINTR && poll(&pfd, 1, -1) < 0 && errno != EINTR)
+			return client__fail(c, -errno);
+	}
+}
+
+/* Frames msg (borrowed) and sends it whole, with nfds descriptors. */
+static int client__send_msg(omni_client *c, const cJSON *msg, const int *fds, size_t nfds)
+{
+	size_t len = 0, sent = 0;
 	char *frame;
+	ssize_t k;
 	int rc;
 
 	/* proto_encode says NULL for both; the size limit is the likely one */
 	if (!(frame = proto_encode(msg, &len)))
 		return -EMSGSIZE;
-	rc = client__write_all(c, frame, len);
+	if (nfds) {
+		if ((k = client__send_fds(c, frame, len, fds, nfds)) < 0) {
+			free(frame);
+			return (int)k;
+		}
+		sent = (size_t)k;
+	}
+	rc = client__write_all(c, frame + sent, len - sent);
 	free(frame);
 	return rc;
 }
@@ -337,8 +379,9 @@ static int client__wait_id(omni_client *c, uint64_t id, int64_t deadline, omni_r
 	}
 }
 
-/* Adds v, id and op to msg (borrowed) and sends it. */
-static int client__send_op(omni_client *c, cJSON *msg, const char *op, uint64_t *id_out)
+/* Adds v, id and op to msg (borrowed) and sends it, with nfds descriptors. */
+static int client__send_op(omni_client *c, cJSON *msg, const char *op, const int *fds,
+			   size_t nfds, uint64_t *id_out)
 {
 	char idtext[24];
 	uint64_t id;
@@ -357,7 +400,7 @@ static int client__send_op(omni_client *c, cJSON *msg, const char *op, uint64_t 
 	    !cJSON_AddRawToObject(msg, "id", idtext) ||
 	    !cJSON_AddStringToObject(msg, "op", op))
 		return -ENOMEM;
-	if ((rc = client__send_msg(c, msg)) < 0)
+	if ((rc = client__send_msg(c, msg, fds, nfds)) < 0)
 		return rc;
 	c->next_id++;
 	if (id_out)
@@ -801,7 +844,7 @@ int omni_send(omni_client *c, const char *op, const char *args_json, uint64_t *i
 	} else if (!(msg = cJSON_CreateObject())) {
 		return -ENOMEM;
 	}
-	rc = client__send_op(c, msg, op, id_out);
+	rc = client__send_op(c, msg, op, NULL, 0, id_out);
 	cJSON_Delete(msg);
 	return rc;
 }
@@ -832,7 +875,9 @@ int omni_exec_send(omni_client *c, const omni_exec_opts *o, uint64_t *id_out)
 		goto out;
 	if ((o->narrays || o->bind_json) && (rc = client_shm_exec_args(msg, o)) < 0)
 		goto out;
-	rc = client__send_op(c, msg, "exec", id_out);
+	if (o->nfds && (rc = client_fds_exec_args(msg, o)) < 0)
+		goto out;
+	rc = client__send_op(c, msg, "exec", o->fds, o->nfds, id_out);
 out:
 	cJSON_Delete(msg);
 	return rc;
@@ -877,7 +922,7 @@ int client_call_msg(omni_client *c, cJSON *msg, const char *op, omni_reply **out
 	int rc;
 
 	*out = NULL;
-	if ((rc = client__send_op(c, msg, op, &id)) < 0)
+	if ((rc = client__send_op(c, msg, op, NULL, 0, &id)) < 0)
 		return rc;
 	return client__wait_id(c, id, -1, out);
 }

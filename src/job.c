@@ -2,9 +2,11 @@
  * job.c - jobs and their replies (see job.h).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "job.h"
 #include "loop.h"
 #include "arrays.h"
@@ -44,6 +46,17 @@ struct job *job_new(uint64_t id, const struct job_req *r, double timeout, job_do
 	j->tag = dup_or_null(r->tag ? r->tag : "", &failed);
 	if (r->bind && !(j->bind = cJSON_Duplicate(r->bind, 1)))
 		failed = 1;
+	if (r->nfds > 0 && (r->nfds > JOB_MAX_FDS || !r->fds_desc ||
+			    !(j->fds_desc = cJSON_Duplicate(r->fds_desc, 1))))
+		failed = 1;
+	/* The job's own: the request's go when its handler returns, and a
+	 * job requeued after a crash still has them for the next worker. */
+	for (int i = 0; !failed && i < r->nfds; i++) {
+		if ((j->fds[i] = fcntl(r->fds[i], F_DUPFD_CLOEXEC, 3)) < 0)
+			failed = 1;
+		else
+			j->nfds++;
+	}
 	if (failed) {
 		job_free(j);
 		return NULL;
@@ -67,7 +80,8 @@ struct job_req job_as_req(const struct job *j)
 	return (struct job_req){ .kind = j->kind, .spec = j->kind != JOB_KIND_EXEC ? j->target : j->spec,
 				 .python = j->python, .code = j->code, .tag = j->tag,
 				 .timeout = j->timeout, .once = j->once, .pin = j->pin,
-				 .max_memory_mb = j->max_memory_mb, .idle_count = j->idle_count };
+				 .max_memory_mb = j->max_memory_mb, .idle_count = j->idle_count,
+				 .fds = j->fds, .nfds = j->nfds, .fds_desc = j->fds_desc };
 }
 
 int job_finish(struct job *j, cJSON *reply, const struct worker *w)
@@ -206,6 +220,9 @@ void job_free(struct job *j)
 	job_release(j);
 	cJSON_Delete(j->arrays);
 	cJSON_Delete(j->bind);
+	cJSON_Delete(j->fds_desc);
+	while (j->nfds > 0)
+		close(j->fds[--j->nfds]);
 	free(j->spec);
 	free(j->target);
 	free(j->python);

@@ -19,6 +19,7 @@
 #include <cjson/cJSON.h>
 
 #define JOB_MAX_LEASES 128  /* segments one job may hold: its arrays and more */
+#define JOB_MAX_FDS 8       /* descriptors one job may carry (CHAN_MAX_FDS) */
 
 struct array_desc;
 struct shm;
@@ -52,6 +53,11 @@ struct job_req {               /* borrowed by job_new, which copies it */
 	int pin;                       /* pin the worker that serves it */
 	double max_memory_mb;          /* > 0: limit its worker's memory */
 	int idle_count;                /* JOB_KIND_IDLE: the count to record */
+	const int *fds;                /* descriptors for the worker (job_new
+	                                  keeps duplicates), at most JOB_MAX_FDS */
+	int nfds;
+	const cJSON *fds_desc;         /* [{for, kind}]: what each one is, for the
+	                                  worker; NULL when nfds is 0 */
 };
 
 struct job {
@@ -68,14 +74,17 @@ struct job {
 	int nleases;
 	cJSON *arrays;                      /* for the worker: views with paths; or NULL */
 	cJSON *bind;                        /* owned copy, or NULL */
+	int fds[JOB_MAX_FDS];               /* owned: closed by job_free */
+	int nfds;
+	cJSON *fds_desc;                    /* owned copy, or NULL */
 	uint64_t owner;
 	job_done_cb cb;
 	void *ud;
 	struct job *next;                   /* in a worker's queue or a wait list */
 };
 
-/* A copy of r (its segments are not leased here: see job_lease); NULL
- * when out of memory. */
+/* A copy of r (its segments are not leased here: see job_lease; its
+ * descriptors are duplicated); NULL when out of memory or descriptors. */
 struct job *job_new(uint64_t id, const struct job_req *r, double timeout, job_done_cb cb, void *ud);
 /* The request as a job_req view (borrowed from j). */
 struct job_req job_as_req(const struct job *j);

@@ -77,7 +77,15 @@ typedef struct omni_exec_opts {
 	                        or evicted for max_workers (evict still stops it) */
 	double max_memory_mb;      /* > 0: limit its worker's memory to this many
 	                              MiB from now on (reason "memory" beyond) */
+	const int *fds;            /* nfds descriptors sent with the request
+	                              (SCM_RIGHTS), borrowed: the caller closes
+	                              them once the call returns */
+	size_t nfds;               /* 0..OMNI_EXEC_MAX_FDS */
+	const char *const *fd_for; /* nfds names: the bind global each is for
+	                              (omni_cuda_bind fills all three) */
 } omni_exec_opts;
+
+#define OMNI_EXEC_MAX_FDS 8
 
 #define OMNI_CONNECT_AUTOSTART 0x1  /* start omnipkgd if none answers (never
                                        inside a worker: OMNIPKG_DAEMON_CHILD) */
@@ -187,19 +195,37 @@ OMNI_API int omni_shm_unmap(void *addr, size_t len);   /* addr NULL: nothing */
  * Device buffers (CUDA IPC).  libomnipkg never links CUDA: the first call
  * dlopen()s libomnipkg-cuda ($OMNIPKG_CUDA_LIB, else libomnipkg-cuda.so.0),
  * which dlopen()s the driver.  A buffer crosses as a handle: hex text of
- * OMNI_CUDA_HANDLE_HEX characters naming its allocation (IPC handle of the
- * base), its offset and length.  Errors: -ENOENT with "no CUDA driver
+ * OMNI_CUDA_HANDLE_HEX characters naming its allocation, its offset and
+ * length, and the event the importer waits for.  The allocation is named
+ * by the legacy IPC handle of its base (cudaMalloc-style memory), or, for
+ * a VMM allocation made to allow one (cuMemCreate with a POSIX descriptor
+ * among its requestedHandleTypes, as PyTorch's expandable segments are),
+ * by a POSIX descriptor that travels beside the handle (SCM_RIGHTS: the
+ * request's omni_exec_opts.fds).  Errors: -ENOENT with "no CUDA driver
  * (libcuda.so.1 not found)" or no libomnipkg-cuda, -ENODEV "no CUDA
  * device", -EINVAL a bad handle, pointer or descriptor, -EIO a driver error.
  *
  *   char h[OMNI_CUDA_HANDLE_HEX + 1];
  *   omni_cuda_export(ptr, nbytes, stream, h, sizeof h, err, sizeof err);
  *   // another process: omni_cuda_import(h, &ptr2, ...) ... omni_cuda_release(h);
+ *
+ * Ordering: the producer records an interprocess event on stream after
+ * what it queued there, and the importer waits for it before the buffer
+ * is used; where the driver has no such events (or OMNI_CUDA_SYNC asks)
+ * the stream is synchronised before the handle is written instead.
  */
-#define OMNI_CUDA_HANDLE_HEX 208
+#define OMNI_CUDA_HANDLE_HEX 352
+
+/* How a buffer is exported (flags; AUTO: a descriptor where the allocation
+ * allows one, else the IPC handle). */
+#define OMNI_CUDA_AUTO 0x0
+#define OMNI_CUDA_IPC  0x1   /* the legacy IPC handle only */
+#define OMNI_CUDA_FD   0x2   /* a POSIX descriptor only (-EINVAL where none) */
+#define OMNI_CUDA_SYNC 0x4   /* synchronise the stream instead of an event */
 
 /* A device buffer bound as a tensor of the worker's framework (cupy, torch,
- * jax; "raw": an object with __cuda_array_interface__).  Borrowed pointers. */
+ * jax, tensorflow; "raw": an object with __cuda_array_interface__).
+ * Borrowed pointers. */
 typedef struct omni_device_array {
 	const char *name;       /* the global's name: a Python identifier */
 	uint64_t devptr;        /* the buffer's first element */
@@ -209,20 +235,46 @@ typedef struct omni_device_array {
 	const int64_t *strides; /* ndim byte strides (>= 0); NULL: C order */
 	int access;             /* OMNI_ACCESS_* (IN: bound read-only) */
 	void *stream;           /* CUstream the buffer was written on; NULL: default */
-	const char *framework;  /* NULL or "auto", "cupy", "torch", "jax", "raw" */
+	const char *framework;  /* NULL or "auto", "cupy", "torch", "jax",
+	                           "tensorflow", "raw" */
 } omni_device_array;
 
-/* Synchronises stream, then writes the handle of nbytes at devptr. */
+/* Orders after stream, then writes the IPC handle of nbytes at devptr. */
 OMNI_API int omni_cuda_export(uint64_t devptr, uint64_t nbytes, void *stream, char *hex,
                               size_t hexlen, char *err, size_t errlen);
+/* The same as flags (OMNI_CUDA_*) ask; *fd: the descriptor of a handle
+ * that needs one (the caller's: send it, then close it), else -1. */
+OMNI_API int omni_cuda_export_fd(uint64_t devptr, uint64_t nbytes, void *stream, int flags,
+                                 char *hex, size_t hexlen, int *fd, char *err, size_t errlen);
 /* Maps a handle (once per process, cached) and holds it until release. */
 OMNI_API int omni_cuda_import(const char *hex, uint64_t *devptr, char *err, size_t errlen);
+/* The same with the descriptor that came with a handle that needs one
+ * (borrowed; -1: none, enough once its allocation is mapped here). */
+OMNI_API int omni_cuda_import_fd(const char *hex, int fd, uint64_t *devptr, char *err,
+                                 size_t errlen);
 OMNI_API int omni_cuda_release(const char *hex);
-/* Exports n device arrays as omni_exec_opts.bind_json text: *json_out is
- * the caller's to free().  The worker syncs its device before it replies,
- * so OUT/INOUT buffers hold the job's writes once omni_exec returns. */
+/* Exports n device arrays as omni_exec_opts.bind_json text, IPC handles
+ * only: *json_out is the caller's to free().  The worker syncs its device
+ * before it replies, so OUT/INOUT buffers hold the job's writes once
+ * omni_exec returns. */
 OMNI_API int omni_cuda_bind_json(const omni_device_array *a, size_t n, char **json_out,
                                  char *err, size_t errlen);
+
+/* What omni_cuda_bind makes: the three exec options a call needs. */
+typedef struct omni_cuda_binding {
+	char *bind_json;                        /* omni_exec_opts.bind_json */
+	int fds[OMNI_EXEC_MAX_FDS];             /* omni_exec_opts.fds */
+	const char *fd_for[OMNI_EXEC_MAX_FDS];  /* omni_exec_opts.fd_for (the
+	                                           arrays' names, borrowed) */
+	size_t nfds;
+} omni_cuda_binding;
+
+/* Exports n device arrays as flags (OMNI_CUDA_*) ask, descriptors where
+ * they apply: pass out's fields to omni_exec_opts, then free it with
+ * omni_cuda_binding_free (which closes the descriptors). */
+OMNI_API int omni_cuda_bind(const omni_device_array *a, size_t n, int flags,
+                            omni_cuda_binding *out, char *err, size_t errlen);
+OMNI_API void omni_cuda_binding_free(omni_cuda_binding *b);
 
 /*
  * Control blocks: shared state that any number of processes (clients,

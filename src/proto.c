@@ -55,6 +55,7 @@ static const struct proto_arg proto_exec_args[] = {
 	ARG_OPT("bind", PT_OBJ),
 	ARG_OPT("pin", PT_BOOL),
 	ARG_NUM("max_memory_mb", PR_POS, 0, PROTO_MAX_MEMORY_MB),
+	ARG_OPT("fds", PT_ARR),
 	ARG_END,
 };
 static const struct proto_arg proto_shm_create_args[] = {

@@ -25,7 +25,7 @@
  *                  for each optional argument, capability words)
  *   2 exec      spec (string), code (string), [python (string), timeout
  *               (number, s, over 0, at most PROTO_MAX_TIMEOUT), tag (string), once (bool), arrays (array),
- *               bind (object), pin (bool), max_memory_mb (number)];
+ *               bind (object), pin (bool), max_memory_mb (number), fds (array)];
  *               optional ones may be null
  *               pin: true pins the worker that serves the job for the rest
  *               of its life: it is never stopped for idleness nor evicted
@@ -67,6 +67,20 @@
  *               list, C order]}} becomes a numpy array of that dtype in a
  *               worker that has numpy (else the plain list), so small
  *               arrays sent as JSON keep their dtype.
+ *               fds: the descriptors sent with the request's frame
+ *               (SCM_RIGHTS on its first byte; at most CHAN_MAX_FDS, 8),
+ *               one entry each, in order:
+ *                 {"for": a global of bind, "kind": "cuda",
+ *                  "dev": st_dev, "ino": st_ino (the file as the client
+ *                         fstat()s it; integers up to 2^53)}
+ *               the count must match what came, each descriptor must be
+ *               that file and a device, memory file or anonymous inode,
+ *               and one global gets one at most; else badarg, and the
+ *               descriptors are closed.  A request of another op that
+ *               carries any is refused (badarg).  The job keeps them
+ *               until it ends and the worker gets them with the job.
+ *               A bind value {"__cuda_ipc__": {...}} of kind fd (a CUDA
+ *               VMM allocation's POSIX descriptor) needs one.
  *               A `result` that is a numpy array comes back as
  *               result_array {segment, dtype, shape, strides, offset, path,
  *               size}: a
@@ -141,9 +155,12 @@
  *   daemon -> worker  {"op":"exec", "id":n, "code":s, "cap":bytes,
  *                      "arrays":[{name, path, segment, id, gen, size, dtype,
  *                                 shape, strides, offset, access}],
- *                      "bind":{...}, "shm_dir":s}
- *                     cap optional (1 MiB); arrays, bind, shm_dir only when
- *                     used; dtype as the client gave it, strides always
+ *                      "bind":{...}, "shm_dir":s, "fds":[{for, kind}]}
+ *                     cap optional (1 MiB); arrays, bind, shm_dir, fds only
+ *                     when used (fds: the job's descriptors, sent with the
+ *                     frame's first byte, one entry each, in order; the
+ *                     worker closes them when the job ends, and a job whose
+ *                     count differs fails); dtype as the client gave it, strides always
  *                     given (bytes); a segment is mapped once per (id, gen)
  *                     and kept; other keys are ignored
  *   daemon -> worker  {"op":"unmap", "ids":[segment id...]}: drop those

@@ -227,6 +227,95 @@ static int bind_ok(const cJSON *b, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * "fds": one entry per descriptor that came with the request, in order,
+ * {"for": the bind global it belongs to, "kind": "cuda", "dev": n,
+ * "ino": n (the file as the client saw it)}.  Each descriptor must be that
+ * file (fstat), and a kind of file a CUDA handle can be: a device, a
+ * memory file, or an anonymous inode.  *out: [{for, kind}] for the
+ * worker, the caller's to delete.
+ */
+static int fds_check(const cJSON *desc, const cJSON *bind, const int *fds, int nfds,
+		     cJSON **out, char *err, size_t errlen)
+{
+	static const char *const keys[] = { "for", "kind", "dev", "ino" };
+	int given = cJSON_IsArray(desc) ? cJSON_GetArraySize(desc) : 0;
+	const cJSON *d;
+	int i = 0;
+
+	*out = NULL;
+	if (given != nfds) {
+		snprintf(err, errlen, "exec: the request names %d descriptor(s) in \"fds\" and "
+			 "carries %d", given, nfds);
+		return -EINVAL;
+	}
+	if (!nfds)
+		return 0;
+	*out = cJSON_CreateArray();
+	cJSON_ArrayForEach(d, desc) {
+		const cJSON *f = cJSON_GetObjectItemCaseSensitive(d, "for");
+		const cJSON *kind = cJSON_GetObjectItemCaseSensitive(d, "kind");
+		const cJSON *k;
+		double v[2];
+		struct stat st;
+		unsigned t;
+		cJSON *o;
+
+		if (!cJSON_IsObject(d) || cJSON_GetArraySize(d) != 4)
+			goto shape;
+		for (int j = 0; j < 4; j++)
+			if (!cJSON_GetObjectItemCaseSensitive(d, keys[j]))
+				goto shape;
+		for (int j = 0; j < 2; j++) {
+			k = cJSON_GetObjectItemCaseSensitive(d, keys[2 + j]);
+			if (!cJSON_IsNumber(k) || k->valuedouble < 0 ||
+			    k->valuedouble > PROTO_MAX_ID || k->valuedouble != (double)(uint64_t)k->valuedouble)
+				goto shape;
+			v[j] = k->valuedouble;
+		}
+		if (!cJSON_IsString(kind) || strcmp(kind->valuestring, "cuda")) {
+			snprintf(err, errlen, "exec: fds[%d]: kind must be \"cuda\"", i);
+			goto fail;
+		}
+		if (!cJSON_IsString(f) || !cJSON_GetObjectItemCaseSensitive(bind, f->valuestring)) {
+			snprintf(err, errlen, "exec: fds[%d]: \"for\" must name a global of \"bind\"", i);
+			goto fail;
+		}
+		cJSON_ArrayForEach(o, *out)
+			if (!strcmp(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, "for")),
+				    f->valuestring)) {
+				snprintf(err, errlen, "exec: fds[%d]: a second descriptor for \"%.64s\"", i,
+					 f->valuestring);
+				goto fail;
+			}
+		if (fstat(fds[i], &st) < 0 || (double)st.st_dev != v[0] || (double)st.st_ino != v[1]) {
+			snprintf(err, errlen, "exec: fds[%d] (for \"%.64s\") is not the file the request "
+				 "describes (dev %.0f, ino %.0f)", i, f->valuestring, v[0], v[1]);
+			goto fail;
+		}
+		t = st.st_mode & S_IFMT;
+		if (t != S_IFREG && t != S_IFCHR && t != 0) {
+			snprintf(err, errlen, "exec: fds[%d] (for \"%.64s\") is a %s, not a CUDA memory "
+				 "handle", i, f->valuestring, t == S_IFSOCK ? "socket" : t == S_IFDIR ?
+				 "directory" : t == S_IFIFO ? "pipe" : "block device");
+			goto fail;
+		}
+		o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "for", f->valuestring);
+		cJSON_AddStringToObject(o, "kind", "cuda");
+		cJSON_AddItemToArray(*out, o);
+		i++;
+	}
+	return 0;
+shape:
+	snprintf(err, errlen, "exec: fds[%d] must be {\"for\": name, \"kind\": \"cuda\", "
+		 "\"dev\": integer, \"ino\": integer}", i);
+fail:
+	cJSON_Delete(*out);
+	*out = NULL;
+	return -EINVAL;
+}
+
 /* Hands r to the core; the reply goes to id when it comes. */
 static void conn_submit(struct conn *c, uint64_t id, struct job_req *r)
 {
@@ -252,13 +341,14 @@ static void conn_submit(struct conn *c, uint64_t id, struct job_req *r)
 		}
 }
 
-static void op_exec(struct conn *c, uint64_t id, const cJSON *req)
+static void op_exec(struct conn *c, uint64_t id, const cJSON *req, const int *fds, int nfds)
 {
 	static struct array_desc arrays[ARRAYS_MAX];   /* the loop is single-threaded */
 	struct job_req r = { .kind = JOB_KIND_EXEC };
 	const cJSON *b = cJSON_GetObjectItemCaseSensitive(req, "bind");
 	const cJSON *t = cJSON_GetObjectItemCaseSensitive(req, "timeout");
 	const cJSON *mem = cJSON_GetObjectItemCaseSensitive(req, "max_memory_mb");
+	cJSON *fdd = NULL;
 	char err[512];
 	int n;
 
@@ -284,7 +374,14 @@ static void op_exec(struct conn *c, uint64_t id, const cJSON *req)
 			return conn_error(c, id, EINVAL, BADARG, "%s", err);
 		r.bind = b;
 	}
+	if (fds_check(cJSON_GetObjectItemCaseSensitive(req, "fds"), b, fds, nfds, &fdd, err,
+		      sizeof err) < 0)
+		return conn_error(c, id, EINVAL, BADARG, "%s", err);
+	r.fds = fds;
+	r.nfds = nfds;
+	r.fds_desc = fdd;
 	conn_submit(c, id, &r);
+	cJSON_Delete(fdd);
 }
 
 static void op_evict(struct conn *c, uint64_t id, const cJSON *req)
@@ -501,7 +598,9 @@ static void op_shutdown(struct conn *c, uint64_t id)
 		s->ctx.on_shutdown(s->ctx.ud);
 }
 
-static void conn_request(struct conn *c, const char *pl, size_t len)
+/* Handles one request with the descriptors that came with it (closed
+ * here: a job keeps its own copies). */
+static void conn_request(struct conn *c, const char *pl, size_t len, int *fds, int nfds)
 {
 	char err[256];
 	cJSON *req = NULL;
@@ -510,11 +609,22 @@ static void conn_request(struct conn *c, const char *pl, size_t len)
 
 	if (op < 0) {
 		conn_reply(c, id, proto_reply_error(-op, proto_reason(op), "%s", err));
-		return;
+		goto out;
+	}
+	if (nfds < 0) {
+		conn_error(c, id, E2BIG, BADARG, "%s: more than %d descriptors came with the "
+			   "request (or the daemon is out of descriptors)", proto_op_name(op),
+			   CHAN_MAX_FDS);
+		goto out;
+	}
+	if (nfds > 0 && op != PROTO_OP_EXEC) {
+		conn_error(c, id, EINVAL, BADARG, "%s takes no descriptors; %d came with it",
+			   proto_op_name(op), nfds);
+		goto out;
 	}
 	switch (op) {
 	case PROTO_OP_HELLO: op_hello(c, id); break;
-	case PROTO_OP_EXEC: op_exec(c, id, req); break;
+	case PROTO_OP_EXEC: op_exec(c, id, req, fds, nfds); break;
 	case PROTO_OP_STATUS: op_status(c, id); break;
 	case PROTO_OP_WORKERS: op_workers(c, id); break;
 	case PROTO_OP_PYTHONS: op_pythons(c, id); break;
@@ -528,7 +638,10 @@ static void conn_request(struct conn *c, const char *pl, size_t len)
 	case PROTO_OP_IDLE_CONFIG: op_idle_config(c, id, req); break;
 	default: conn_error(c, id, EOPNOTSUPP, PROTO, "unknown op"); break;
 	}
+out:
 	cJSON_Delete(req);
+	while (nfds > 0)
+		close(fds[--nfds]);
 }
 
 static void conn_close(struct conn *c)
@@ -618,8 +731,10 @@ static void conn_io(struct loop *l, int fd, uint32_t ev, void *ud)
 	r = chan_fill(&c->ch);
 	/* A reply may close the connection (write error): re-check each turn. */
 	while (!c->closed && conn_may_read(c) && (n = chan_frame(&c->ch, &pl, &len)) > 0) {
+		int fds[CHAN_MAX_FDS], nfds = chan_take_fds(&c->ch, fds, CHAN_MAX_FDS);
+
 		c->inflight++;       /* keep c alive across the request */
-		conn_request(c, pl, len);
+		conn_request(c, pl, len, fds, nfds);
 		if (!c->closed)
 			chan_drop(&c->ch, n);
 		if (--c->inflight == 0 && c->closed) {

@@ -622,7 +622,9 @@ static void worker_dispatch(struct worker *w)
 		cJSON_AddItemReferenceToObject(m, "bind", j->bind);
 	if (w->env->shm)
 		cJSON_AddStringToObject(m, "shm_dir", shm_dir(w->env->shm));
-	r = chan_send(&w->ch, m);
+	if (j->nfds)
+		cJSON_AddItemReferenceToObject(m, "fds", j->fds_desc);
+	r = chan_send_fds(&w->ch, m, j->fds, j->nfds);
 	cJSON_Delete(m);
 	if (r < 0) {
 		worker_kill(w);

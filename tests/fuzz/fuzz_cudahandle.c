@@ -1,8 +1,9 @@
 /*
  * fuzz_cudahandle.c - libFuzzer harness for the CUDA handle wire form
  * (ocu_handle_decode) and its hex form (ocu_handle_unhex): any input is
- * refused with a message, or decodes to a handle whose buffer lies inside
- * its allocation and which re-encodes to the same bytes.
+ * refused with a message, or decodes to a handle of a known kind and
+ * flags (no descriptor: those never travel in it) whose buffer lies
+ * inside its allocation and which re-encodes to the same bytes.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -13,8 +14,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void check(const struct ocu_handle *h)
 {
-	if (h->kind != OCU_KIND_IPC || h->device < 0 || h->offset > h->alloc_size ||
-	    h->nbytes > h->alloc_size - h->offset)
+	if ((h->kind != OCU_KIND_IPC && h->kind != OCU_KIND_FD) || h->device < 0 ||
+	    h->offset > h->alloc_size || h->nbytes > h->alloc_size - h->offset || h->fd != -1 ||
+	    (h->flags & ~OCU_HAS_EVENT) || (h->kind == OCU_KIND_FD && memcmp(h->ipc, "OCUF", 4)))
 		abort();
 }
 

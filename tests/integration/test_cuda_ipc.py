@@ -7,15 +7,28 @@ worker's in-place writes are visible to the test as they would be on a GPU.
   right address, and the worker's writes land in the caller's buffer;
 - repeated calls open each allocation once in the worker;
 - the zygote never loads the driver: only forked workers call cuInit, and
-  the zygote maps neither the driver nor libomnipkg-cuda.
+  the zygote maps neither the driver nor libomnipkg-cuda;
+- a VMM buffer goes as a POSIX descriptor (SCM_RIGHTS: client -> daemon ->
+  worker), is mapped once by the worker however many calls bring it, and
+  the worker's writes land in the caller's buffer;
+- the worker waits for the producer's event: a "kernel" still writing
+  when the call goes (the stub defers it) is finished before the job reads;
+- a request whose descriptors do not match what it says (count, file,
+  kind, owner) is refused with a clear error, the daemon goes on, and
+  neither the daemon nor the worker holds a descriptor more after 100 calls;
+- DLPack capsules built with ctypes (the worker's TensorFlow path) are read
+  by numpy.from_dlpack without a copy, and give their memory back.
 The real driver and frameworks are tests/gpu/'s.
 """
 import ctypes
 import os
+import socket
 import struct
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 import unittest
 
 import harness
@@ -33,18 +46,49 @@ SANITIZED = os.environ.get("OMNIPKG_TEST_SANITIZED") == "1"
 
 from omnipkg import DaemonClient            # noqa: E402
 from omnipkg import cuda as ocuda          # noqa: E402
+from test_daemon import REAL_HOME          # noqa: E402
+
+POSIX_FD = 1        # CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR
 
 
 class FakeTensor:
     """A device buffer of the stand-in driver, as __cuda_array_interface__."""
 
-    def __init__(self, ptr, shape, typestr="<f4"):
-        self.ptr, self.shape, self.typestr = ptr, shape, typestr
+    def __init__(self, ptr, shape, typestr="<f4", stream=None):
+        self.ptr, self.shape, self.typestr, self.stream = ptr, shape, typestr, stream
 
     @property
     def __cuda_array_interface__(self):
         return {"shape": tuple(self.shape), "typestr": self.typestr,
-                "data": (self.ptr, False), "version": 3, "strides": None}
+                "data": (self.ptr, False), "version": 3, "strides": None,
+                "stream": self.stream}
+
+
+def load_stub():
+    stub = ctypes.CDLL(STUB)
+    stub.stub_alloc.restype = ctypes.c_uint64
+    stub.stub_alloc.argtypes = [ctypes.c_size_t]
+    stub.stub_free.argtypes = [ctypes.c_uint64]
+    stub.stub_vmm_alloc.restype = ctypes.c_uint64
+    stub.stub_vmm_alloc.argtypes = [ctypes.c_size_t, ctypes.c_uint]
+    stub.stub_vmm_free.argtypes = [ctypes.c_uint64]
+    stub.stub_stream_defer.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
+                                       ctypes.c_size_t]
+    stub.stub_stream_run.argtypes = [ctypes.c_void_p]
+    return stub
+
+
+def producer_context(stub):
+    """A current context in this process, as a producer that allocated has
+    (without one, exports synchronise the stream: no event)."""
+    ctx = ctypes.c_void_p()
+    assert stub.cuInit(0) == 0
+    assert stub.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), 0) == 0
+    assert stub.cuCtxSetCurrent(ctx) == 0
+
+
+def fd_count(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
 
 
 WORKER_CODE = textwrap.dedent("""
@@ -117,15 +161,14 @@ class WorkerBindTest(unittest.TestCase):
         self.addCleanup(sys.path.remove, os.path.join(harness.REPO, "src", "worker"))
         from omniworker import cuda as wcuda
         self.w = wcuda
-        self.stub = ctypes.CDLL(STUB)
-        self.stub.stub_alloc.restype = ctypes.c_uint64
-        self.stub.stub_alloc.argtypes = [ctypes.c_size_t]
-        self.stub.stub_free.argtypes = [ctypes.c_uint64]
+        self.stub = load_stub()
         self.a = self.stub.stub_alloc(1024)
         self.addCleanup(self.stub.stub_free, self.a)
 
     def desc(self, **kw):
-        d = ocuda.describe(FakeTensor(self.a + 64, [16]), framework="raw")["__cuda_ipc__"]
+        d, fd = ocuda.describe(FakeTensor(self.a + 64, [16]), framework="raw")
+        self.assertIsNone(fd)
+        d = d["__cuda_ipc__"]
         d.update(kw)
         return d
 
@@ -137,6 +180,21 @@ class WorkerBindTest(unittest.TestCase):
         self.assertEqual(self.w.refs(d["handle"]), 1)
         self.assertIsNone(self.w.end_job())
         self.assertEqual(self.w.refs(d["handle"]), 0)     # idle, still mapped
+
+    def test_descriptor_where_none_belongs(self):
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        self.addCleanup(os.close, w)
+        with self.assertRaises(ValueError) as cm:
+            self.w.bind(self.desc(), r)
+        self.assertIn("IPC handle came with a descriptor", str(cm.exception))
+        v = self.stub.stub_vmm_alloc(1 << 16, POSIX_FD)
+        self.addCleanup(self.stub.stub_vmm_free, v)
+        d, fd = ocuda.describe(FakeTensor(v, [16]), framework="raw")
+        os.close(fd)
+        with self.assertRaises(ValueError) as cm:
+            self.w.bind(d["__cuda_ipc__"])
+        self.assertIn("descriptor handle came without", str(cm.exception))
 
     def test_bad_descriptors(self):
         for kw, word in (({"shape": [17]}, "needs 68 bytes"), ({"dtype": "float32"}, "typestr"),
@@ -221,6 +279,262 @@ class StubIpcTest(unittest.TestCase):
                 maps = f.read()
             self.assertNotIn("libcuda", maps)
             self.assertNotIn("libomnipkg-cuda", maps)
+
+
+FD_CODE = textwrap.dedent("""
+    import ctypes, os
+    n = tensor_in.shape[0]
+    src = (ctypes.c_float * n).from_address(tensor_in.ptr)
+    dst = (ctypes.c_float * n).from_address(tensor_out.ptr)
+    for i in range(n):
+        dst[i] = src[i] * 2 + 1
+    stub = ctypes.CDLL(os.environ["OMNIPKG_CUDA_DRIVER"])
+    result = {name: stub.stub_calls(name.encode()) for name in (
+        "cuMemImportFromShareableHandle", "cuMemMap", "cuMemSetAccess", "cuIpcOpenMemHandle_v2",
+        "cuIpcOpenEventHandle", "cuEventSynchronize")}
+    result.update(pid=os.getpid(), fds=len(os.listdir("/proc/self/fd")),
+                  ptrs=[tensor_in.ptr, tensor_out.ptr], first=src[0])
+    """)
+
+
+@unittest.skipIf(SANITIZED, "sanitized libomnipkg-cuda does not load into Python")
+@unittest.skipUnless(os.path.exists(STUB) and os.path.exists(LIB),
+                     "libomnipkg-cuda or the stand-in driver not built")
+class StubFdTest(unittest.TestCase):
+    """VMM buffers as descriptors, and events, through the real daemon."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.stub = load_stub()
+        producer_context(cls.stub)
+
+    def setUp(self):
+        why = harness.DaemonFixture.available()
+        if why:
+            self.fail(why)
+        if "3.11" not in PY:
+            self.skipTest("python 3.11 not installed")
+        self.d = harness.DaemonFixture()
+        self.d.env.update(OMNIPKG_CUDA_DRIVER=STUB, OMNIPKG_CUDA_LIB=LIB)
+        self.d.start()
+        self.addCleanup(self.d.stop)
+        self.c = DaemonClient(socket_path=self.d.socket, auto_start=False)
+        self.addCleanup(self.c.close)
+        self.a = self.stub.stub_vmm_alloc(1 << 16, POSIX_FD)
+        self.b = self.stub.stub_vmm_alloc(1 << 16, POSIX_FD)
+        self.assertTrue(self.a and self.b)
+        self.addCleanup(self.stub.stub_vmm_free, self.a)
+        self.addCleanup(self.stub.stub_vmm_free, self.b)
+
+    def fill(self, ptr, n):
+        src = (ctypes.c_float * n).from_address(ptr)
+        for i in range(n):
+            src[i] = i + 0.5
+        return src
+
+    def call(self, x, out, n=16, mode="fd", **kw):
+        got, rep = self.c.execute_cuda_ipc("base", FD_CODE, x, None, None, python_exe=PY["3.11"],
+                                           out=out, framework="raw", ipc_mode=mode, **kw)
+        self.assertIs(got, out)
+        self.assertTrue(rep["success"], rep)
+        return rep.get("job_result") if isinstance(rep.get("job_result"), dict) else rep
+
+    def test_descriptor_in_place_and_mapped_once(self):
+        n = 16
+        self.fill(self.a + 4096, n)
+        x, out = FakeTensor(self.a + 4096, [n]), FakeTensor(self.b + 8192, [n])
+        first = self.call(x, out)
+        mine = fd_count(os.getpid())                # connected now
+        dst = (ctypes.c_float * n).from_address(self.b + 8192)
+        self.assertEqual(list(dst), [(i + 0.5) * 2 + 1 for i in range(n)])
+        # the worker mapped both allocations from their descriptors, at
+        # addresses of its own, the offsets kept
+        self.assertEqual(first["cuMemImportFromShareableHandle"], 2)
+        self.assertEqual(first["cuMemMap"], 2)
+        self.assertEqual(first["cuMemSetAccess"], 2)
+        self.assertEqual(first["cuIpcOpenMemHandle_v2"], 0)
+        self.assertEqual(first["ptrs"][0] % 65536, 4096)
+        self.assertEqual(first["ptrs"][1] % 65536, 8192)
+        self.assertNotEqual(first["ptrs"][0], self.a + 4096)
+        for i in range(30):
+            self.fill(self.a + 4096, n)[0] = i
+            r = self.call(x, out)
+            self.assertEqual(r["first"], i)
+        self.assertEqual(r["pid"], first["pid"])
+        self.assertEqual(r["cuMemImportFromShareableHandle"], 2)     # cached
+        self.assertEqual(r["cuIpcOpenEventHandle"], 1)               # one stream, one event
+        self.assertEqual(r["cuEventSynchronize"], 2 * 31)            # waited on every import
+        self.assertEqual(r["fds"], first["fds"])                     # the worker closed them
+        self.assertEqual(fd_count(os.getpid()), mine)                # and so did we
+
+    def test_auto_mixes_kinds(self):
+        legacy = self.stub.stub_alloc(4096)
+        self.addCleanup(self.stub.stub_free, legacy)
+        self.fill(legacy, 16)
+        r = self.call(FakeTensor(legacy, [16]), FakeTensor(self.b, [16]), mode="auto")
+        self.assertEqual(r["cuIpcOpenMemHandle_v2"], 1)
+        self.assertEqual(r["cuMemImportFromShareableHandle"], 1)
+        # ipc asked of a VMM buffer: the driver has no IPC handle for it
+        with self.assertRaises(RuntimeError) as cm:
+            self.call(FakeTensor(self.a, [16]), FakeTensor(self.b, [16]), mode="ipc")
+        self.assertIn("cuIpcGetMemHandle", str(cm.exception))
+        with self.assertRaises(RuntimeError) as cm:
+            self.call(FakeTensor(legacy, [16]), FakeTensor(self.b, [16]), mode="fd")
+        self.assertIn("POSIX descriptor", str(cm.exception))
+
+    def deferred(self, sync):
+        """A "kernel" on stream s writes tensor_in after the call went."""
+        s = 0x7000
+        n = 16
+        self.fill(self.a, n)
+        self.assertEqual(self.stub.stub_stream_defer(s, self.a, 0x41, 4 * n), 0)
+        later = threading.Timer(0.3, self.stub.stub_stream_run, (s,))
+        later.start()
+        self.addCleanup(later.cancel)
+        t0 = time.monotonic()
+        r = self.call(FakeTensor(self.a, [n], stream=s), FakeTensor(self.b, [n]), sync=sync)
+        # synchronised, the stream finished here; else the worker waited
+        if not sync:
+            self.assertGreaterEqual(time.monotonic() - t0, 0.25)
+        # 0x41414141 as a float: what the kernel wrote, not what was there
+        self.assertEqual(r["first"], struct.unpack("<f", b"AAAA")[0])
+        return r
+
+    def test_worker_waits_for_the_event(self):
+        r = self.deferred(False)
+        self.assertEqual(r["cuIpcOpenEventHandle"], 2)    # the deferred stream's and the default's
+        self.assertEqual(r["cuEventSynchronize"], 2)
+
+    def test_stream_synchronised_instead(self):
+        r = self.deferred(True)
+        self.assertEqual(r["cuIpcOpenEventHandle"], 0)
+        self.assertEqual(r["cuEventSynchronize"], 0)
+
+    def raw(self, fds, desc, bind=None, op="exec"):
+        """A request with descriptors as given; the raw reply."""
+        if bind is None:
+            bind = {"t": 1}
+        args = dict(spec="base", code="result = 7", python=PY["3.11"], bind=bind, fds=desc)
+        if op != "exec":
+            args = {}
+        return self.c.call(op, _send_fds=fds, **args)
+
+    def assertRefused(self, r, word):
+        self.assertFalse(r["ok"], r)
+        self.assertEqual(r.get("reason"), "badarg", r)
+        self.assertIn(word, r["error"])
+
+    def bad_requests(self):
+        v, w = [ocuda.describe(FakeTensor(p, [16]), framework="raw") for p in (self.a, self.b)]
+        fv, fw = v[1], w[1]
+        try:
+            good = [ocuda.fd_entry("t", fv), ocuda.fd_entry("u", fw)]
+            bind = {"t": v[0], "u": w[0]}
+            self.assertRefused(self.raw([fv], good, bind), 'names 2 descriptor(s) in "fds" and carries 1')
+            self.assertRefused(self.raw([fv], None, bind), 'names 0 descriptor(s) in "fds" and carries 1')
+            self.assertRefused(self.raw([], good[:1], bind), 'names 1 descriptor(s) in "fds" and carries 0')
+            self.assertRefused(self.raw([fv] * 9, [good[0]] * 9, bind), "more than 8 descriptors")
+            self.assertRefused(self.raw([fw, fv], good, bind), "is not the file the request describes")
+            self.assertRefused(self.raw([fv], [dict(good[0], kind="dmabuf")], bind), "kind must be")
+            self.assertRefused(self.raw([fv], [dict(good[0], **{"for": "nope"})], bind),
+                               "must name a global")
+            self.assertRefused(self.raw([fv, fv], [good[0], good[0]], bind), "a second descriptor")
+            self.assertRefused(self.raw([fv], [{"for": "t"}], bind), "fds[0] must be")
+            r, w2 = os.pipe()
+            try:
+                self.assertRefused(self.raw([r], [ocuda.fd_entry("t", r)], bind), "is a pipe")
+            finally:
+                os.close(r)
+                os.close(w2)
+            self.assertRefused(self.raw([fv], None, op="status"), "status takes no descriptors")
+        finally:
+            os.close(fv)
+            os.close(fw)
+
+    def test_mismatched_descriptors_refused(self):
+        self.bad_requests()
+        # the daemon and this connection go on
+        self.assertTrue(self.c.call("status")["ok"])
+        self.fill(self.a, 16)
+        self.call(FakeTensor(self.a, [16]), FakeTensor(self.b, [16]))
+
+    def test_no_descriptor_leaks(self):
+        x, out = FakeTensor(self.a, [16]), FakeTensor(self.b, [16])
+        self.fill(self.a, 16)
+        worker = self.call(x, out)["pid"]          # the worker started, its mappings made
+        daemon = self.c.call("status")["pid"]
+        before, wbefore = fd_count(daemon), fd_count(worker)
+        for _ in range(100):
+            r = self.call(x, out)
+        self.bad_requests()
+        self.assertEqual(r["pid"], worker)
+        self.assertEqual(fd_count(daemon), before)
+        self.assertEqual(fd_count(worker), wbefore)
+
+
+@unittest.skipUnless(os.path.isdir(os.path.join(REAL_HOME, "bubbles", "cp311")),
+                     "no numpy bubbles for 3.11 (scripts/bubbles.sh)")
+class DlpackTest(unittest.TestCase):
+    """omniworker.dlpack's capsules, read by numpy.from_dlpack (host
+    memory, kDLCPU): the same capsule code the worker hands TensorFlow for
+    device memory (kDLCUDA)."""
+
+    CODE = textwrap.dedent("""
+        import ctypes, gc, numpy as np
+        from omniworker import dlpack
+        buf = (ctypes.c_float * 12)(*range(12))
+        addr = ctypes.addressof(buf)
+        a = np.from_dlpack(dlpack.Buffer(addr, [3, 4], "<f4", device_type=dlpack.KDL_CPU))
+        assert a.shape == (3, 4) and a.dtype == np.float32, (a.shape, a.dtype)
+        assert a.__array_interface__["data"][0] == addr       # no copy
+        assert a[2, 3] == 11.0
+        buf[1] = 42.0                                          # the same memory
+        assert a[0, 1] == 42.0
+        # strides (bytes here, elements in DLPack): a transposed view
+        t = np.from_dlpack(dlpack.Buffer(addr, [4, 3], "<f4", strides=[4, 16],
+                                         device_type=dlpack.KDL_CPU))
+        assert t[1, 0] == 42.0 and t[3, 2] == 11.0, t
+        for typestr, dt in (("<i8", np.int64), ("|u1", np.uint8), ("|b1", np.bool_),
+                            ("<c8", np.complex64)):
+            x = np.from_dlpack(dlpack.Buffer(addr, [2], typestr, device_type=dlpack.KDL_CPU))
+            assert x.dtype == dt, (typestr, x.dtype)
+        assert dlpack.live() > 0
+        del a, t, x
+        gc.collect()
+        assert dlpack.live() == 0, dlpack.live()              # every deleter ran
+        cap = dlpack.capsule(addr, [3], "<f4", device_type=dlpack.KDL_CPU)
+        assert dlpack.live() == 1
+        del cap                                                # never consumed
+        assert dlpack.live() == 0
+        try:
+            np.from_dlpack(dlpack.Buffer(addr, [3], "<f4"))   # kDLCUDA: not numpy's
+            raise SystemExit("numpy took a device buffer")
+        except (RuntimeError, BufferError, ValueError, TypeError):
+            pass
+        try:
+            dlpack.capsule(addr, [3], "<f4", strides=[6])
+            raise SystemExit("a stride of a half element")
+        except ValueError:
+            pass
+        print("ok", np.__version__)
+        """)
+
+    def run_with(self, version):
+        bubble = os.path.join(REAL_HOME, "bubbles", "cp311", "numpy-" + version)
+        if not os.path.isdir(bubble):
+            self.skipTest("bubble numpy==%s for 3.11 missing" % version)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [bubble, os.path.join(harness.REPO, "src", "worker")]))
+        r = subprocess.run([PY.get("3.11", sys.executable), "-c", self.CODE], env=env,
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(r.stdout.strip(), "ok " + version)
+
+    def test_numpy_1(self):
+        self.run_with("1.26.4")
+
+    def test_numpy_2(self):
+        self.run_with("2.2.6")
 
 
 if __name__ == "__main__":

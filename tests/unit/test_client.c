@@ -735,6 +735,115 @@ static void test_exec_arrays(void)
 	CU_ASSERT_EQUAL(fake_stop(&f), 0);
 }
 
+/* Reads one frame with recvmsg, collecting the descriptors that came. */
+static cJSON *fake_read_fds(int fd, int *fds, int *nfds)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * 16)];
+		struct cmsghdr align;
+	} u;
+	unsigned char h[4];
+	struct iovec iov = { .iov_base = h, .iov_len = 4 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+			     .msg_controllen = sizeof u.buf };
+	struct cmsghdr *cm;
+	uint32_t n;
+	char *body;
+	cJSON *m;
+
+	*nfds = 0;
+	if (recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | MSG_WAITALL) != 4)
+		return NULL;
+	for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
+		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+			*nfds = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+			memcpy(fds, CMSG_DATA(cm), sizeof(int) * (size_t)*nfds);
+		}
+	n = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+	if (!(body = malloc(n + 1)) || fake_read_full(fd, body, n) < 0) {
+		free(body);
+		return NULL;
+	}
+	body[n] = 0;
+	m = cJSON_Parse(body);
+	free(body);
+	return m;
+}
+
+/* The file a descriptor the fake received is, against the request's
+ * word for it. */
+static int fake_same_file(const cJSON *d, int fd)
+{
+	struct stat st;
+
+	return fstat(fd, &st) == 0 && fake_num(d, "dev") == (double)st.st_dev &&
+	       fake_num(d, "ino") == (double)st.st_ino && strcmp(fake_str(d, "kind"), "cuda") == 0;
+}
+
+static void script_exec_fds(struct fake *f, int fd)
+{
+	int fds[16], n;
+	cJSON *m, *a;
+
+	fake_hello(f, fd, PROTO_VERSION);
+	m = fake_read_fds(fd, fds, &n);
+	FAKE_EXPECT(f, m && strcmp(fake_str(m, "op"), "exec") == 0);
+	a = cJSON_GetObjectItem(m, "fds");
+	FAKE_EXPECT(f, n == 2 && cJSON_GetArraySize(a) == 2);
+	if (n == 2 && cJSON_GetArraySize(a) == 2) {
+		FAKE_EXPECT(f, strcmp(fake_str(cJSON_GetArrayItem(a, 0), "for"), "x") == 0);
+		FAKE_EXPECT(f, strcmp(fake_str(cJSON_GetArrayItem(a, 1), "for"), "y") == 0);
+		FAKE_EXPECT(f, fake_same_file(cJSON_GetArrayItem(a, 0), fds[0]));
+		FAKE_EXPECT(f, fake_same_file(cJSON_GetArrayItem(a, 1), fds[1]));
+	}
+	for (int i = 0; i < n; i++)
+		close(fds[i]);
+	fake_reply(fd, m ? fake_num(m, "id") : 0, 1, NULL);
+	cJSON_Delete(m);
+	/* the next request carries none */
+	m = fake_read_fds(fd, fds, &n);
+	FAKE_EXPECT(f, m && n == 0 && !cJSON_GetObjectItem(m, "fds"));
+	fake_reply(fd, m ? fake_num(m, "id") : 0, 1, NULL);
+	cJSON_Delete(m);
+}
+
+static void test_exec_fds(void)
+{
+	int p[2], q[2];
+	const char *names[] = { "x", "y" };
+	omni_exec_opts o = { .spec = "base", .code = "pass",
+			     .bind_json = "{\"x\": 1, \"y\": 2}", .fd_for = names, .nfds = 2 };
+	struct fake f;
+	omni_client *c = NULL;
+	omni_reply *r = NULL;
+
+	CU_ASSERT_FATAL(pipe(p) == 0 && pipe(q) == 0);
+	o.fds = (int[]){ p[0], q[1] };
+	CU_ASSERT_FATAL(fake_start(&f, script_exec_fds) == 0);
+	CU_ASSERT_FATAL(omni_connect(&c, f.path, 0) == 0);
+	CU_ASSERT_EQUAL(omni_exec(c, &o, &r), 0);
+	CU_ASSERT(omni_reply_ok(r));
+	omni_reply_free(r);
+	/* refused before a byte goes: too many, no names, a closed one */
+	o.nfds = OMNI_EXEC_MAX_FDS + 1;
+	CU_ASSERT_EQUAL(omni_exec(c, &o, &r), -EINVAL);
+	o.nfds = 2;
+	o.fd_for = NULL;
+	CU_ASSERT_EQUAL(omni_exec(c, &o, &r), -EINVAL);
+	o.fd_for = names;
+	o.fds = (int[]){ p[0], 1000 };
+	CU_ASSERT_EQUAL(omni_exec(c, &o, &r), -EBADF);
+	o.nfds = 0;
+	CU_ASSERT_EQUAL(omni_exec(c, &o, &r), 0);
+	omni_reply_free(r);
+	omni_close(c);
+	CU_ASSERT_EQUAL(fake_stop(&f), 0);
+	close(p[0]);
+	close(p[1]);
+	close(q[0]);
+	close(q[1]);
+}
+
 static void test_shm_map(void)
 {
 	char dir[] = "/tmp/omni-test-client.XXXXXX", link[96], buf[8];
@@ -1158,6 +1267,7 @@ int main(int argc, char **argv)
 	    !CU_add_test(s, "shm_create, shm_list, shm_remove requests", test_shm_requests) ||
 	    !CU_add_test(s, "shm refusals become errnos", test_shm_refusals) ||
 	    !CU_add_test(s, "exec with arrays and bind", test_exec_arrays) ||
+	    !CU_add_test(s, "exec with descriptors", test_exec_fds) ||
 	    !CU_add_test(s, "shm_map maps a segment's file", test_shm_map) ||
 	    !CU_add_test(s, "recv timeout keeps the handle", test_recv_timeout) ||
 	    !CU_add_test(s, "ids exact up to 2^53", test_ids_exact_to_2_53) ||

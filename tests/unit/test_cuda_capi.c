@@ -1,12 +1,17 @@
 /*
  * test_cuda_capi.c - omnipkg.h's device buffers against the stand-in
  * driver: export/import/release through libomnipkg (which dlopen()s
- * libomnipkg-cuda), and device arrays turned into exec bind values, bad
+ * libomnipkg-cuda), VMM buffers as POSIX descriptors, and device arrays
+ * turned into exec bind values and the descriptors that go with them, bad
  * descriptors refused with what was wrong.
  */
 #include <CUnit/Basic.h>
+#include <cuda.h>
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +24,21 @@ static char err[512];
 static uint64_t (*s_alloc)(size_t);
 static void (*s_free)(uint64_t);
 static int (*s_calls)(const char *);
+static uint64_t (*s_vmm_alloc)(size_t, unsigned);
+static void (*s_vmm_free)(uint64_t);
+
+static int open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int n = 0;
+
+	while (d && (e = readdir(d)))
+		n += e->d_name[0] != '.';
+	if (d)
+		closedir(d);
+	return n - 1;
+}
 
 static void test_round_trip(void)
 {
@@ -72,6 +92,81 @@ static void test_bind_json(void)
 	s_free(a);
 }
 
+static void test_fd_round_trip(void)
+{
+	char hex[OMNI_CUDA_HANDLE_HEX + 1];
+	uint64_t a = s_vmm_alloc(1 << 16, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR), l = s_alloc(4096);
+	uint64_t p = 0, q = 0;
+	int fd = -2, n = open_fds();
+
+	CU_ASSERT_FATAL(a && l);
+	CU_ASSERT_EQUAL_FATAL(omni_cuda_export_fd(a + 256, 64, NULL, OMNI_CUDA_AUTO, hex, sizeof hex,
+						  &fd, err, sizeof err), 0);
+	CU_ASSERT(fd >= 0);
+	CU_ASSERT_EQUAL_FATAL(omni_cuda_import_fd(hex, fd, &p, err, sizeof err), 0);
+	close(fd);
+	/* mapped: the handle alone is enough now */
+	CU_ASSERT_EQUAL(omni_cuda_import(hex, &q, err, sizeof err), 0);
+	CU_ASSERT_EQUAL(p, q);
+	CU_ASSERT(p != a + 256);
+	*(volatile char *)(uintptr_t)p = 'v';
+	CU_ASSERT_EQUAL(*(volatile char *)(uintptr_t)(a + 256), 'v');
+	CU_ASSERT_EQUAL(omni_cuda_release(hex), 0);
+	CU_ASSERT_EQUAL(omni_cuda_release(hex), 0);
+	/* the IPC-only call, and a descriptor asked of memory without one */
+	CU_ASSERT_EQUAL(omni_cuda_export(a, 64, NULL, hex, sizeof hex, err, sizeof err), -EINVAL);
+	CU_ASSERT_EQUAL(omni_cuda_export_fd(l, 64, NULL, OMNI_CUDA_FD, hex, sizeof hex, &fd, err,
+					    sizeof err), -EINVAL);
+	CU_ASSERT_EQUAL(fd, -1);
+	CU_ASSERT_EQUAL(omni_cuda_export_fd(l, 64, NULL, 0x40, hex, sizeof hex, &fd, err,
+					    sizeof err), -EINVAL);
+	CU_ASSERT_EQUAL(omni_cuda_export_fd(l, 64, NULL, OMNI_CUDA_AUTO, hex, sizeof hex, &fd, err,
+					    sizeof err), 0);
+	CU_ASSERT_EQUAL(fd, -1);     /* an IPC handle needs none */
+	CU_ASSERT_EQUAL(open_fds(), n + 1);   /* the mapping's hold on the allocation */
+	s_free(l);
+}
+
+static void test_bind_fds(void)
+{
+	uint64_t a = s_vmm_alloc(1 << 16, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR), l = s_alloc(4096);
+	int64_t shape[1] = { 16 };
+	omni_device_array d[3] = {
+		{ .name = "tensor_in", .devptr = l, .dtype = "<f4", .shape = shape, .ndim = 1 },
+		{ .name = "tensor_out", .devptr = a, .dtype = "<f4", .shape = shape, .ndim = 1,
+		  .framework = "tensorflow" },
+		{ .name = "third", .devptr = a + 4096, .dtype = "<f4", .shape = shape, .ndim = 1 },
+	};
+	omni_cuda_binding b;
+	int n = open_fds();
+	cJSON *j;
+
+	CU_ASSERT_EQUAL_FATAL(omni_cuda_bind(d, 3, OMNI_CUDA_AUTO, &b, err, sizeof err), 0);
+	CU_ASSERT_EQUAL(b.nfds, 2);
+	CU_ASSERT_STRING_EQUAL(b.fd_for[0], "tensor_out");
+	CU_ASSERT_STRING_EQUAL(b.fd_for[1], "third");
+	CU_ASSERT_EQUAL(open_fds(), n + 2);
+	j = cJSON_Parse(b.bind_json);
+	CU_ASSERT_EQUAL(cJSON_GetArraySize(j), 3);
+	CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(j,
+			       "tensor_out"), "__cuda_ipc__"), "framework")->valuestring, "tensorflow");
+	cJSON_Delete(j);
+	omni_cuda_binding_free(&b);
+	CU_ASSERT_EQUAL(open_fds(), n);
+	CU_ASSERT_EQUAL(b.nfds, 0);
+	/* IPC only: the VMM arrays cannot go */
+	CU_ASSERT_EQUAL(omni_cuda_bind(d, 3, OMNI_CUDA_IPC, &b, err, sizeof err), -EINVAL);
+	CU_ASSERT_PTR_NULL(b.bind_json);
+	CU_ASSERT_EQUAL(open_fds(), n);
+	/* a failure after a descriptor was made closes it */
+	d[2].dtype = "bad";
+	CU_ASSERT_EQUAL(omni_cuda_bind(d, 3, OMNI_CUDA_AUTO, &b, err, sizeof err), -EINVAL);
+	CU_ASSERT_EQUAL(b.nfds, 0);
+	CU_ASSERT_EQUAL(open_fds(), n);
+	s_vmm_free(a);
+	s_free(l);
+}
+
 static void refused(omni_device_array d, const char *word)
 {
 	char *json = (char *)1;
@@ -96,7 +191,7 @@ static void test_bad_descriptors(void)
 	d = ok; d.dtype = "float32"; refused(d, "typestr");
 	d = ok; d.dtype = "<f"; refused(d, "typestr");
 	d = ok; d.ndim = OMNI_ARRAY_MAX_DIM + 1; refused(d, "ndim");
-	d = ok; d.framework = "tensorflow"; refused(d, "framework");
+	d = ok; d.framework = "tf"; refused(d, "framework");
 	d = ok; d.access = 7; refused(d, "access");
 	d = ok; d.shape = neg; refused(d, "shape");
 	d = ok; d.strides = nstr; refused(d, "strides");
@@ -119,12 +214,16 @@ int main(void)
 	*(void **)&s_alloc = dlsym(stub, "stub_alloc");
 	*(void **)&s_free = dlsym(stub, "stub_free");
 	*(void **)&s_calls = dlsym(stub, "stub_calls");
+	*(void **)&s_vmm_alloc = dlsym(stub, "stub_vmm_alloc");
+	*(void **)&s_vmm_free = dlsym(stub, "stub_vmm_free");
 	if (CU_initialize_registry() != CUE_SUCCESS)
 		return 2;
 	s = CU_add_suite("cuda C API", NULL, NULL);
 	CU_add_test(s, "export, import, release", test_round_trip);
 	CU_add_test(s, "device arrays as bind values", test_bind_json);
 	CU_add_test(s, "bad device arrays", test_bad_descriptors);
+	CU_add_test(s, "VMM buffers as descriptors", test_fd_round_trip);
+	CU_add_test(s, "device arrays with descriptors", test_bind_fds);
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	CU_basic_run_tests();
 	failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed() +

@@ -32,6 +32,7 @@ and the process listening on it (SO_PEERCRED) the caller's; otherwise
 DaemonTrustError, and nothing is sent or started.
 """
 
+import array
 import json
 import os
 import select
@@ -376,26 +377,28 @@ class DaemonClient:
 
     # ------------------------------------------------------------ requests
 
-    def call(self, op, wait=None, start=True, **args):
+    def call(self, op, wait=None, start=True, _send_fds=None, **args):
         """Sends one request {"op": op, **args} and returns the daemon's raw
         reply dict, waiting at most `wait` seconds (None: the client's
         timeout); start=False never starts a daemon.  Arguments whose value
-        is None are left out.  Raises DaemonConnectionError subclasses."""
+        is None are left out.  _send_fds: descriptors sent with the request
+        (SCM_RIGHTS; borrowed), which its "fds" describes.  Raises
+        DaemonConnectionError subclasses."""
         msg = {k: v for k, v in args.items() if v is not None}
         msg["op"] = op
-        return self._call(msg, self.timeout if wait is None else wait, start)
+        return self._call(msg, self.timeout if wait is None else wait, start, _send_fds)
 
-    def _call(self, msg, wait, start=True):
-        return self._call_gen(msg, wait, start)[0]
+    def _call(self, msg, wait, start=True, fds=None):
+        return self._call_gen(msg, wait, start, fds)[0]
 
-    def _call_gen(self, msg, wait, start=True):
+    def _call_gen(self, msg, wait, start=True, fds=None):
         """The reply to msg and the generation of the connection it went on."""
         with self._cv:
             self._next_id = self._next_id % MAX_ID + 1
             rid = self._next_id
             self._pending[rid] = 0
         try:
-            self._put(rid, dict(msg, v=PROTO_VERSION, id=rid), start)
+            self._put(rid, dict(msg, v=PROTO_VERSION, id=rid), start, fds)
             with self._cv:
                 gen = self._pending.get(rid)
             return self._wait(rid, wait), gen
@@ -404,7 +407,7 @@ class DaemonClient:
                 self._pending.pop(rid, None)
                 self._replies.pop(rid, None)
 
-    def _put(self, rid, msg, start):
+    def _put(self, rid, msg, start, fds=None):
         data = _encode(msg)
         for attempt in (0, 1):
             s, gen = self._current()
@@ -414,7 +417,14 @@ class DaemonClient:
                 with self._send_lock:
                     with self._cv:
                         self._pending[rid] = gen
-                    s.sendall(data)
+                    if fds:
+                        # the descriptors go with the frame's first byte
+                        n = s.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                                array.array("i", fds))])
+                        if n < len(data):
+                            s.sendall(data[n:])
+                    else:
+                        s.sendall(data)
                 return
             except OSError as e:
                 # A Unix socket refuses the write at once when the daemon has
@@ -506,18 +516,24 @@ class DaemonClient:
     # --------------------------------------------------- omnipkg 3.4.1 API
 
     def _exec(self, spec, code, python_exe, timeout, tag, once, arrays=None, bind=None,
-              known=(), pin=False, max_memory_mb=None):
+              known=(), pin=False, max_memory_mb=None, fds=None):
         """One exec; the reply in omnipkg's shape.  known: the segments the
         request named (a result_array in another one is a new segment).
-        Raises DaemonConnectionError subclasses."""
+        fds: [(bind name, descriptor)] sent with it (borrowed).  Raises
+        DaemonConnectionError subclasses."""
         wait = self.timeout
         if timeout is not None:
             wait = max(wait, timeout + CALL_GRACE)
+        if fds:
+            from . import cuda
+            desc = [cuda.fd_entry(name, fd) for name, fd in fds]
         raw = self.call("exec", wait=wait, spec=spec, code=code,
                         python=resolve_python_exe(python_exe),
                         tag=tag or None, once=True if once else None, timeout=timeout,
                         arrays=arrays or None, bind=bind or None,
-                        pin=True if pin else None, max_memory_mb=max_memory_mb)
+                        pin=True if pin else None, max_memory_mb=max_memory_mb,
+                        fds=desc if fds else None,
+                        _send_fds=[fd for _, fd in fds] if fds else None)
         out = to_omnipkg_reply(raw)
         ra = raw.get("result_array")
         if isinstance(ra, dict):
@@ -707,25 +723,33 @@ class DaemonClient:
             raise RuntimeError("Worker Error: %s" % r.get("error"))
         return views["arr_out"], r
 
-    CUDA_IPC_MODES = ("auto", "universal", "pytorch_native", "torch_mp_queue", "hybrid")
+    # ipc_mode -> how a buffer is exported (omnipkg.cuda.MODES); omnipkg's
+    # own mode names all mean "auto" here.
+    CUDA_IPC_MODES = {"auto": "auto", "ipc": "ipc", "fd": "fd", "universal": "auto",
+                      "pytorch_native": "auto", "torch_mp_queue": "auto", "hybrid": "auto"}
 
     def execute_cuda_ipc(self, spec, code, input_tensor, output_shape, output_dtype,
                          python_exe=None, ipc_mode="auto", pin=False, worker_tag=None,
-                         max_memory_mb=None, *, out=None, framework="auto"):
+                         max_memory_mb=None, *, out=None, framework="auto", sync=False):
         """omnipkg's GPU lane: the worker sees tensor_in (input_tensor) and
         tensor_out as tensors of its own framework over the same device
-        memory (CUDA IPC, no copy) and writes tensor_out in place.  Returns
-        (output tensor, reply); the output is `out` when given, else a new
-        tensor of input_tensor's framework and device (output_shape and
-        output_dtype default to input_tensor's).  Every ipc_mode but
-        "cpu_shm" takes this one path (the driver's IPC handles); "cpu_shm"
-        is execute_zero_copy's.  Raises cuda.CudaUnavailable without a
-        driver or device, RuntimeError("Worker Error: ...") when the job
-        fails."""
+        memory (no copy) and writes tensor_out in place.  Returns (output
+        tensor, reply); the output is `out` when given, else a new tensor
+        of input_tensor's framework and device (output_shape and
+        output_dtype default to input_tensor's).  ipc_mode: "ipc" (the
+        driver's legacy IPC handles), "fd" (a VMM allocation's POSIX
+        descriptor, sent with the request), or "auto" (and omnipkg's
+        names: "universal", "pytorch_native", ...): each tensor as its
+        allocation allows; "cpu_shm" is execute_zero_copy's.  The worker
+        waits for an event recorded on each tensor's stream (sync=True:
+        the streams are synchronised here instead).  Raises
+        cuda.CudaUnavailable without a driver or device,
+        RuntimeError("Worker Error: ...") when the job fails."""
         from . import cuda
         if ipc_mode not in self.CUDA_IPC_MODES:
             raise ValueError("ipc_mode %r: one of %s (cpu_shm is execute_zero_copy)"
                              % (ipc_mode, ", ".join(self.CUDA_IPC_MODES)))
+        mode = self.CUDA_IPC_MODES[ipc_mode]
         if not cuda.is_device_tensor(input_tensor):
             raise TypeError("execute_cuda_ipc needs a CUDA tensor; for host arrays "
                             "use execute_zero_copy")
@@ -735,15 +759,21 @@ class DaemonClient:
             out = cuda.empty_like_framework(
                 input_tensor, shape if output_shape is None else output_shape,
                 (input_tensor.dtype if output_dtype is None else output_dtype))
-        bind = {"tensor_in": cuda.describe(input_tensor, framework, readonly=True),
-                "tensor_out": cuda.describe(out, framework)}
+        bind, fds = {}, []
         try:
+            for name, t, ro in (("tensor_in", input_tensor, True), ("tensor_out", out, False)):
+                bind[name], fd = cuda.describe(t, framework, readonly=ro, mode=mode, sync=sync)
+                if fd is not None:
+                    fds.append((name, fd))
             r = self._exec(spec, code, python_exe, None, worker_tag, False, bind=bind,
-                           pin=pin, max_memory_mb=max_memory_mb)
+                           pin=pin, max_memory_mb=max_memory_mb, fds=fds)
         except DaemonConnectionError as e:
             if self.raise_errors:
                 raise
             r = connection_failure(e)
+        finally:
+            for _, fd in fds:
+                os.close(fd)
         if not r["success"]:
             raise RuntimeError("Worker Error: %s" % r.get("error"))
         return out, r

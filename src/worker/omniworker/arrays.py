@@ -204,9 +204,15 @@ class Arrays:
         self.given = []          # (segment name, _Map) of this job's arrays
         self.bound = {}          # global name -> view bound for this job only
 
-    def begin(self, msg):
-        """Binds msg's "bind" and "arrays" as globals; returns an error
-        text ("Type: message") when one cannot be, and the job must not run."""
+    def begin(self, msg, fds=()):
+        """Binds msg's "bind" and "arrays" as globals, handing each
+        descriptor of msg's "fds" ([{for, kind}], one per fd that came with
+        it, in order; borrowed) to the bound value it is for; returns an
+        error text ("Type: message") when one cannot be, and the job must
+        not run."""
+        byname, err = _fds_by_name(msg.get("fds"), fds)
+        if err:
+            return err
         shm_dir = msg.get("shm_dir")
         self.api.shm_dir = shm_dir if isinstance(shm_dir, str) else None
         G = self.G
@@ -220,11 +226,14 @@ class Arrays:
                 try:
                     if isinstance(v, dict) and len(v) == 1 and "__cuda_ipc__" in v:
                         from . import cuda      # the driver only for CUDA jobs
-                        G[k] = self.bound[k] = cuda.bind(v["__cuda_ipc__"])
+                        G[k] = self.bound[k] = cuda.bind(v["__cuda_ipc__"], byname.pop(k, None))
                         continue
                     G[k] = _bind_value(v)
                 except Exception as e:
                     return "%s: bind %r: %s" % (type(e).__name__, k, e)
+        if byname:
+            return "ValueError: descriptors for %s, which bind no CUDA buffer" % \
+                ", ".join(sorted(byname))
         arrays = msg.get("arrays")
         if arrays is None:
             return None
@@ -347,6 +356,24 @@ class Arrays:
             os.close(fd)
         return {"segment": name, "dtype": arr.dtype.str, "shape": list(arr.shape),
                 "strides": strides, "offset": 0}
+
+
+def _fds_by_name(desc, fds):
+    """{global name: fd} from an exec's "fds" and the descriptors that
+    came with it; (mapping, error text or None)."""
+    if desc is None and not fds:
+        return {}, None
+    n = len(desc) if isinstance(desc, list) else 0
+    if n != len(fds):
+        return {}, ("ValueError: the job names %d descriptor(s) and %d came with it"
+                    % (n, len(fds)))
+    byname = {}
+    for d, fd in zip(desc, fds):
+        name = d.get("for") if isinstance(d, dict) else None
+        if not isinstance(name, str) or name in byname or d.get("kind") != "cuda":
+            return {}, "ValueError: \"fds\" entries must be {for: a global, kind: \"cuda\"}"
+        byname[name] = fd
+    return byname, None
 
 
 def _bind_value(v):

@@ -3,14 +3,19 @@ mapped through libomnipkg-cuda (loaded with ctypes, so no build per
 interpreter) and bound as a tensor of the framework the job uses, without
 a copy: cupy and torch take __cuda_array_interface__, jax takes DLPack
 (through cupy; without cupy, jax.numpy.asarray of the interface, which
-may copy).  The mapping is opened once per process (the library keeps
-it cached by handle) and released when the job ends, after a device sync so
-the job's writes are done before its reply.
+may copy), TensorFlow takes DLPack (tf.experimental.dlpack.from_dlpack)
+made by cupy or torch when the job has loaded one, else built here with
+ctypes (omniworker.dlpack).  The mapping is opened once per process (the
+library keeps it cached by handle) and released when the job ends, after a
+device sync so the job's writes are done before its reply.  A handle that
+carries the producer's event is waited for before the job runs.
 
 desc: {"handle": hex of the library's wire form, "shape": [...],
 "dtype": numpy typestr ("<f4"), "strides": bytes per dimension or null,
 "lib": the client's libomnipkg-cuda path or null, "framework": "auto",
-"cupy", "torch", "jax" or "raw", "readonly": bool}.
+"cupy", "torch", "jax", "tensorflow" or "raw", "readonly": bool}.  A
+handle of a VMM allocation (kind fd) comes with its POSIX descriptor,
+sent with the exec (its "fds" names the global it is for).
 
 Nothing here runs before a job binds such a value: the zygote never loads
 the driver.
@@ -23,10 +28,17 @@ _lib = None
 _held = []          # handles imported for the running job
 
 
+KIND_IPC, KIND_FD = 1, 2           # enum ocu_kind
+FRAMEWORKS = ("auto", "cupy", "torch", "jax", "tensorflow", "raw")
+
+
 class _Handle(ctypes.Structure):
+    """struct ocu_handle (omnicuda.h)."""
     _fields_ = [("kind", ctypes.c_uint32), ("device", ctypes.c_int32),
                 ("alloc_size", ctypes.c_uint64), ("offset", ctypes.c_uint64),
-                ("nbytes", ctypes.c_uint64), ("ipc", ctypes.c_ubyte * 64)]
+                ("nbytes", ctypes.c_uint64), ("flags", ctypes.c_uint32),
+                ("fd", ctypes.c_int32), ("ipc", ctypes.c_ubyte * 64),
+                ("event", ctypes.c_ubyte * 64)]
 
 
 def library(path=None):
@@ -60,9 +72,10 @@ def _check(rc, err):
 class DeviceArray:
     """A device buffer as __cuda_array_interface__ (version 3)."""
 
-    def __init__(self, ptr, shape, typestr, strides, readonly, nbytes):
+    def __init__(self, ptr, shape, typestr, strides, readonly, nbytes, device=0):
         self.ptr, self.shape, self.typestr = ptr, tuple(shape), typestr
         self.strides, self.readonly, self.nbytes = strides, readonly, nbytes
+        self.device = device
 
     @property
     def __cuda_array_interface__(self):
@@ -95,13 +108,30 @@ def _itemsize(typestr):
     return int(typestr[2:])
 
 
+def dlpack_capsule(arr):
+    """A DLPack capsule of arr: made by cupy or torch when the job has
+    loaded one (they know their own devices best), else with ctypes."""
+    if "cupy" in sys.modules:
+        return sys.modules["cupy"].asarray(arr).toDlpack()
+    if "torch" in sys.modules:
+        import torch.utils.dlpack
+        return torch.utils.dlpack.to_dlpack(torch.as_tensor(arr, device="cuda:%d" % arr.device))
+    from . import dlpack
+    return dlpack.capsule(arr.ptr, arr.shape, arr.typestr, arr.strides, dlpack.KDL_CUDA,
+                          arr.device)
+
+
 def _wrap(arr, framework):
     if framework == "raw":
         return arr
     order = [framework] if framework != "auto" else \
-        [m for m in ("cupy", "torch", "jax") if m in sys.modules] + ["cupy", "torch", "jax"]
+        [m for m in ("cupy", "torch", "jax", "tensorflow") if m in sys.modules] + \
+        ["cupy", "torch", "jax", "tensorflow"]
     for name in order:
         try:
+            if name == "tensorflow":
+                import tensorflow as tf
+                return tf.experimental.dlpack.from_dlpack(dlpack_capsule(arr))
             if name == "cupy":
                 import cupy
                 return cupy.asarray(arr)
@@ -123,8 +153,9 @@ def _wrap(arr, framework):
     return arr      # no framework importable: the raw interface
 
 
-def bind(desc):
-    """The job-side value of {"__cuda_ipc__": desc}; held until end_job()."""
+def bind(desc, fd=None):
+    """The job-side value of {"__cuda_ipc__": desc}, with the descriptor
+    that came for it (borrowed) if any; held until end_job()."""
     if not isinstance(desc, dict):
         raise TypeError("__cuda_ipc__ needs an object")
     shape = desc.get("shape")
@@ -140,12 +171,17 @@ def bind(desc):
     if not isinstance(hexs, str):
         raise TypeError("handle must be a hex string")
     framework = desc.get("framework", "auto")
-    if framework not in ("auto", "cupy", "torch", "jax", "raw"):
+    if framework not in FRAMEWORKS:
         raise ValueError("framework %r unknown" % (framework,))
     lib = library(desc.get("lib"))
     err = ctypes.create_string_buffer(512)
     h = _Handle()
     _check(lib.ocu_handle_unhex(hexs.encode(), ctypes.byref(h), err, len(err)), err)
+    if (h.kind == KIND_FD) != (fd is not None):
+        raise ValueError("a %s handle came %s a descriptor" % (
+            "descriptor" if h.kind == KIND_FD else "IPC",
+            "without" if fd is None else "with"))
+    h.fd = -1 if fd is None else fd
     need = _span(shape, strides, item)
     if need > h.nbytes:
         raise ValueError("shape %r of %s needs %d bytes; the buffer has %d"
@@ -153,7 +189,8 @@ def bind(desc):
     ptr = ctypes.c_uint64()
     _check(lib.ocu_import(ctypes.byref(h), ctypes.byref(ptr), err, len(err)), err)
     _held.append(h)
-    arr = DeviceArray(ptr.value, shape, typestr, strides, bool(desc.get("readonly")), need)
+    arr = DeviceArray(ptr.value, shape, typestr, strides, bool(desc.get("readonly")), need,
+                      h.device)
     return _wrap(arr, framework)
 
 

@@ -11,7 +11,11 @@ import socket
 import struct
 
 MAX_FRAME = 16 << 20          # PROTO_MAX_FRAME in proto.h
+MAX_FDS = 8                   # CHAN_MAX_FDS in chan.h: descriptors one frame may carry
 _HDR = struct.Struct(">I")
+_INT = struct.Struct("i")
+_ANC = socket.CMSG_SPACE(MAX_FDS * _INT.size)
+_CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
 
 
 def fatal(why):
@@ -26,16 +30,42 @@ def _check_len(n):
         fatal("bad frame length %d" % n)
 
 
+def close_fds(fds):
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _fds_of(anc):
+    fds = []
+    for level, typ, data in anc:
+        if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+            n = len(data) // _INT.size
+            fds.extend(_INT.unpack_from(data, i * _INT.size)[0] for i in range(n))
+    return fds
+
+
 class FrameReader:
-    """Buffered reading of frames: usually one recv() per message."""
+    """Buffered reading of frames: usually one recvmsg() per message.
+
+    Descriptors travel with the frame whose first byte their send carried
+    (src/chan.h): those of one recvmsg() belong to the last frame that
+    starts in the bytes it returned.  After read(), .fds holds the
+    descriptors of the frame it returned; the caller owns them."""
 
     def __init__(self, sock):
         self.sock = sock
         self.buf = bytearray()
+        self.pos = 0             # stream offset of buf[0]
+        self.reads = []          # (begin, end, fds) of reads that brought descriptors
+        self.fds = []
 
     def read(self):
         """The next message as a dict, None on EOF."""
         buf = self.buf
+        self.fds = []
         while True:
             want = 1 << 16
             if len(buf) >= 4:
@@ -44,14 +74,38 @@ class FrameReader:
                 if len(buf) >= 4 + n:
                     payload = bytes(buf[4:4 + n])
                     del buf[:4 + n]
+                    if self.reads:
+                        self.fds = self._claim(4 + n)
+                    self.pos += 4 + n
                     return decode(payload)
                 want = max(want, 4 + n - len(buf))
-            chunk = self.sock.recv(want)
+            chunk, anc, _, _ = self.sock.recvmsg(want, _ANC, _CLOEXEC)
+            if anc:
+                fds = _fds_of(anc)
+                if fds:
+                    begin = self.pos + len(buf)
+                    self.reads.append((begin, begin + len(chunk), fds))
             if not chunk:
+                for r in self.reads:
+                    close_fds(r[2])
+                self.reads = []
                 if buf:
                     fatal("channel closed in the middle of a frame")
                 return None
             buf += chunk
+
+    def _claim(self, n):
+        """The descriptors of the frame [pos, pos + n): those of reads that
+        ended inside it and began at or before its start (a read that began
+        later had them attached mid-frame: no frame's, closed)."""
+        start, end, mine = self.pos, self.pos + n, []
+        while self.reads and self.reads[0][1] <= end:
+            begin, _, fds = self.reads.pop(0)
+            if begin <= start:
+                mine.extend(fds)
+            else:
+                close_fds(fds)
+        return mine
 
 
 def decode(payload):

@@ -13,7 +13,7 @@ from omniworker import bubbles
 from omniworker.arrays import Arrays
 from omniworker.capture import Capture
 from omniworker.execute import Executor, encode_done
-from omniworker.frame import FrameReader, send_frame, send_msg
+from omniworker.frame import FrameReader, close_fds, send_frame, send_msg
 
 DEFAULT_CAP = 1 << 20         # bytes of stdout / stderr kept when "cap" is absent
 PYVER = "%d.%d.%d" % tuple(sys.version_info[:3])
@@ -92,11 +92,19 @@ class Worker:
         reader = FrameReader(self.sock)
         while True:
             msg = reader.read()
+            fds = reader.fds
             if msg is None or msg.get("op") == "exit":
+                close_fds(fds)
                 self.exit(0)
             if msg.get("op") == "exec" and isinstance(msg.get("code"), str):
-                send_frame(self.sock, self.run(msg))
-            elif msg.get("op") == "unmap" and isinstance(msg.get("ids"), list):
+                try:
+                    payload = self.run(msg, fds)
+                finally:
+                    close_fds(fds)     # imported by now, or not needed
+                send_frame(self.sock, payload)
+                continue
+            close_fds(fds)
+            if msg.get("op") == "unmap" and isinstance(msg.get("ids"), list):
                 self.arrays.segs.unmap(msg["ids"])
             else:
                 send_msg(self.sock, {"op": "error", "id": msg.get("id"),
@@ -104,14 +112,15 @@ class Worker:
                                      "expected {\"op\":\"exec\",\"code\":str} or "
                                      "{\"op\":\"unmap\",\"ids\":[...]}"})
 
-    def run(self, msg):
-        """Runs one job; returns the encoded "done" payload."""
+    def run(self, msg, fds=()):
+        """Runs one job with the descriptors that came with it (borrowed);
+        returns the encoded "done" payload."""
         cap = msg.get("cap")
         if not isinstance(cap, int) or isinstance(cap, bool) or cap < 0:
             cap = DEFAULT_CAP
         rep = {"op": "done", "id": msg.get("id"), "ok": True}
         self.capture.begin()
-        err = self.arrays.begin(msg)
+        err = self.arrays.begin(msg, fds)
         G = self.executor.G
         # omnipkg binds the whole task as input_data; a bound "input_data"
         # (the client's shm_in / shm_out descriptors) fills it in.
