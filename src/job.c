@@ -2,7 +2,6 @@
  * job.c - jobs and their replies (see job.h).
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,8 +30,15 @@ struct job *job_new(uint64_t id, const struct job_req *r, double timeout, job_do
 	struct job *j = calloc(1, sizeof *j);
 	int failed = 0;
 
-	if (!j)
+	if (!j) {
+		for (int i = 0; i < r->nfds; i++)
+			close(r->fds[i]);
 		return NULL;
+	}
+	/* The job's from here on (closed by job_free): a job requeued after
+	 * its worker crashed still has them for the next worker. */
+	for (int i = 0; i < r->nfds && i < JOB_MAX_FDS; i++)
+		j->fds[j->nfds++] = r->fds[i];
 	/* Evict and idle_config route an interpreter and a tag alone: the
 	 * spec an evict stops may have no bubble any more. */
 	if (r->kind != JOB_KIND_EXEC) {
@@ -49,14 +55,6 @@ struct job *job_new(uint64_t id, const struct job_req *r, double timeout, job_do
 	if (r->nfds > 0 && (r->nfds > JOB_MAX_FDS || !r->fds_desc ||
 			    !(j->fds_desc = cJSON_Duplicate(r->fds_desc, 1))))
 		failed = 1;
-	/* The job's own: the request's go when its handler returns, and a
-	 * job requeued after a crash still has them for the next worker. */
-	for (int i = 0; !failed && i < r->nfds; i++) {
-		if ((j->fds[i] = fcntl(r->fds[i], F_DUPFD_CLOEXEC, 3)) < 0)
-			failed = 1;
-		else
-			j->nfds++;
-	}
 	if (failed) {
 		job_free(j);
 		return NULL;
@@ -80,16 +78,18 @@ struct job_req job_as_req(const struct job *j)
 	return (struct job_req){ .kind = j->kind, .spec = j->kind != JOB_KIND_EXEC ? j->target : j->spec,
 				 .python = j->python, .code = j->code, .tag = j->tag,
 				 .timeout = j->timeout, .once = j->once, .pin = j->pin,
-				 .max_memory_mb = j->max_memory_mb, .idle_count = j->idle_count,
-				 .fds = j->fds, .nfds = j->nfds, .fds_desc = j->fds_desc };
+				 .max_memory_mb = j->max_memory_mb, .idle_count = j->idle_count };
 }
 
 int job_finish(struct job *j, cJSON *reply, const struct worker *w)
 {
 	int ok = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "ok"));
 
-	/* Before the reply: its reader may remove the segments at once. */
+	/* Before the reply: its reader may remove the segments at once, and
+	 * count the descriptors it sent. */
 	job_release(j);
+	while (j->nfds > 0)
+		close(j->fds[--j->nfds]);
 
 	if (j->kind != JOB_KIND_EXEC) {
 		j->cb(reply, j->ud);

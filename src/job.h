@@ -53,8 +53,10 @@ struct job_req {               /* borrowed by job_new, which copies it */
 	int pin;                       /* pin the worker that serves it */
 	double max_memory_mb;          /* > 0: limit its worker's memory */
 	int idle_count;                /* JOB_KIND_IDLE: the count to record */
-	const int *fds;                /* descriptors for the worker (job_new
-	                                  keeps duplicates), at most JOB_MAX_FDS */
+	const int *fds;                /* descriptors for the worker, given to
+	                                  the job: job_new takes them (and
+	                                  closes them if it fails); at most
+	                                  JOB_MAX_FDS */
 	int nfds;
 	const cJSON *fds_desc;         /* [{for, kind}]: what each one is, for the
 	                                  worker; NULL when nfds is 0 */
@@ -83,10 +85,12 @@ struct job {
 	struct job *next;                   /* in a worker's queue or a wait list */
 };
 
-/* A copy of r (its segments are not leased here: see job_lease; its
- * descriptors are duplicated); NULL when out of memory or descriptors. */
+/* A copy of r (its segments are not leased here: see job_lease), owning
+ * r's descriptors from now on; NULL when out of memory (the descriptors
+ * closed then). */
 struct job *job_new(uint64_t id, const struct job_req *r, double timeout, job_done_cb cb, void *ud);
-/* The request as a job_req view (borrowed from j). */
+/* The request as a job_req view (borrowed from j; without its
+ * descriptors, which only j owns). */
 struct job_req job_as_req(const struct job *j);
 
 /*

@@ -316,7 +316,8 @@ fail:
 	return -EINVAL;
 }
 
-/* Hands r to the core; the reply goes to id when it comes. */
+/* Hands r (and its descriptors) to the core; the reply goes to id when it
+ * comes. */
 static void conn_submit(struct conn *c, uint64_t id, struct job_req *r)
 {
 	struct pending *pd;
@@ -324,8 +325,11 @@ static void conn_submit(struct conn *c, uint64_t id, struct job_req *r)
 
 	r->owner = c->owner;
 	pd = malloc(sizeof *pd);
-	if (!pd)
+	if (!pd) {
+		for (int i = 0; i < r->nfds; i++)
+			close(r->fds[i]);
 		return conn_error(c, id, ENOMEM, NOMEM, "out of memory");
+	}
 	*pd = (struct pending){ .c = c, .id = id, .next = c->pend };
 	if (c->pend)
 		c->pend->prev = pd;
@@ -341,7 +345,15 @@ static void conn_submit(struct conn *c, uint64_t id, struct job_req *r)
 		}
 }
 
-static void op_exec(struct conn *c, uint64_t id, const cJSON *req, const int *fds, int nfds)
+static void close_fds(int *fds, int n)
+{
+	while (n > 0)
+		close(fds[--n]);
+}
+
+/* Takes fds: the job gets them, or they are closed before the refusal
+ * goes (so that no reply comes while the daemon still holds them). */
+static void op_exec(struct conn *c, uint64_t id, const cJSON *req, int *fds, int nfds)
 {
 	static struct array_desc arrays[ARRAYS_MAX];   /* the loop is single-threaded */
 	struct job_req r = { .kind = JOB_KIND_EXEC };
@@ -363,20 +375,23 @@ static void op_exec(struct conn *c, uint64_t id, const cJSON *req, const int *fd
 		r.timeout = t->valuedouble;
 	if (cJSON_IsNumber(mem))
 		r.max_memory_mb = mem->valuedouble;
-	n = arrays_parse(cJSON_GetObjectItemCaseSensitive(req, "arrays"), arrays, ARRAYS_MAX, err,
-			 sizeof err);
+	n = arrays_parse(cJSON_GetObjectItemCaseSensitive(req, "arrays"), arrays, ARRAYS_MAX,
+			 err + 6, sizeof err - 6);
 	if (n < 0)
-		return conn_error(c, id, EINVAL, BADARG, "exec: %s", err);
+		memcpy(err, "exec: ", 6);
+	if (n >= 0 && cJSON_IsObject(b) && bind_ok(b, err, sizeof err) < 0)
+		n = -EINVAL;
+	if (n >= 0 && fds_check(cJSON_GetObjectItemCaseSensitive(req, "fds"), b, fds, nfds, &fdd,
+				err, sizeof err) < 0)
+		n = -EINVAL;
+	if (n < 0) {
+		close_fds(fds, nfds);
+		return conn_error(c, id, EINVAL, BADARG, "%s", err);
+	}
 	r.arrays = arrays;
 	r.narrays = n;
-	if (cJSON_IsObject(b)) {
-		if (bind_ok(b, err, sizeof err) < 0)
-			return conn_error(c, id, EINVAL, BADARG, "%s", err);
+	if (cJSON_IsObject(b))
 		r.bind = b;
-	}
-	if (fds_check(cJSON_GetObjectItemCaseSensitive(req, "fds"), b, fds, nfds, &fdd, err,
-		      sizeof err) < 0)
-		return conn_error(c, id, EINVAL, BADARG, "%s", err);
 	r.fds = fds;
 	r.nfds = nfds;
 	r.fds_desc = fdd;
@@ -598,8 +613,9 @@ static void op_shutdown(struct conn *c, uint64_t id)
 		s->ctx.on_shutdown(s->ctx.ud);
 }
 
-/* Handles one request with the descriptors that came with it (closed
- * here: a job keeps its own copies). */
+/* Handles one request, taking the descriptors that came with it: an
+ * exec's job gets them, and any other request's are closed before it is
+ * answered. */
 static void conn_request(struct conn *c, const char *pl, size_t len, int *fds, int nfds)
 {
 	char err[256];
@@ -608,8 +624,9 @@ static void conn_request(struct conn *c, const char *pl, size_t len, int *fds, i
 	int op = proto_decode(pl, len, &req, &id, err, sizeof err);
 
 	if (op < 0) {
+		close_fds(fds, nfds);
 		conn_reply(c, id, proto_reply_error(-op, proto_reason(op), "%s", err));
-		goto out;
+		return;
 	}
 	if (nfds < 0) {
 		conn_error(c, id, E2BIG, BADARG, "%s: more than %d descriptors came with the "
@@ -618,6 +635,7 @@ static void conn_request(struct conn *c, const char *pl, size_t len, int *fds, i
 		goto out;
 	}
 	if (nfds > 0 && op != PROTO_OP_EXEC) {
+		close_fds(fds, nfds);
 		conn_error(c, id, EINVAL, BADARG, "%s takes no descriptors; %d came with it",
 			   proto_op_name(op), nfds);
 		goto out;
@@ -640,8 +658,6 @@ static void conn_request(struct conn *c, const char *pl, size_t len, int *fds, i
 	}
 out:
 	cJSON_Delete(req);
-	while (nfds > 0)
-		close(fds[--nfds]);
 }
 
 static void conn_close(struct conn *c)

@@ -87,8 +87,30 @@ def producer_context(stub):
     assert stub.cuCtxSetCurrent(ctx) == 0
 
 
-def fd_count(pid):
-    return len(os.listdir("/proc/%d/fd" % pid))
+def fd_targets(pid):
+    out = []
+    for n in os.listdir("/proc/%d/fd" % pid):
+        try:
+            out.append(os.readlink("/proc/%d/fd/%s" % (pid, n)))
+        except OSError:
+            pass        # closed meanwhile
+    return out
+
+
+def fd_count(pid, sockets=True):
+    return len([t for t in fd_targets(pid) if sockets or not t.startswith("socket:")])
+
+
+def passed(pid):
+    """Descriptors of pid that look like ones a test sent (memory files,
+    pipes): a daemon holds none of its own."""
+    return [t for t in fd_targets(pid) if t.startswith("/memfd:") or t.startswith("pipe:")]
+
+
+def fd_entry(name, fd):
+    """A request's "fds" entry (what omnipkg.cuda.fd_entry writes)."""
+    st = os.fstat(fd)
+    return {"for": name, "kind": "cuda", "dev": st.st_dev, "ino": st.st_ino}
 
 
 WORKER_CODE = textwrap.dedent("""
@@ -281,6 +303,94 @@ class StubIpcTest(unittest.TestCase):
             self.assertNotIn("libomnipkg-cuda", maps)
 
 
+class FdRequests:
+    """Requests carrying descriptors, as a client could send any."""
+
+    def raw(self, fds, desc, bind=None, op="exec"):
+        """A request with descriptors as given; the raw reply."""
+        args = {}
+        if op == "exec":
+            args = dict(spec="base", code="result = 7", python=PY["3.11"],
+                        bind={"t": 1} if bind is None else bind, fds=desc)
+        return self.c.call(op, _send_fds=fds, **args)
+
+    def assertRefused(self, r, word):
+        self.assertFalse(r["ok"], r)
+        self.assertEqual(r.get("reason"), "badarg", r)
+        self.assertIn(word, r["error"])
+
+    def bad_requests(self, fv, fw, bind):
+        """Requests whose descriptors (fv, fw: for "t" and "u" of bind) do not
+        match what they say, each refused with what was wrong."""
+        good = [fd_entry("t", fv), fd_entry("u", fw)]
+        for fds, desc, word in (
+                ([fv], good, 'names 2 descriptor(s) in "fds" and carries 1'),
+                ([fv], None, 'names 0 descriptor(s) in "fds" and carries 1'),
+                ([], good[:1], 'names 1 descriptor(s) in "fds" and carries 0'),
+                ([fv] * 9, [good[0]] * 9, "more than 8 descriptors"),
+                ([fw, fv], good, "is not the file the request describes"),
+                ([fv], [dict(good[0], kind="dmabuf")], "kind must be"),
+                ([fv], [dict(good[0], **{"for": "nope"})], "must name a global"),
+                ([fv, fv], [good[0], good[0]], "a second descriptor"),
+                ([fv], [{"for": "t"}], "fds[0] must be")):
+            self.assertRefused(self.raw(fds, desc, bind), word)
+        r, w = os.pipe()
+        try:
+            self.assertRefused(self.raw([r], [fd_entry("t", r)], bind), "is a pipe")
+        finally:
+            os.close(r)
+            os.close(w)
+        self.assertRefused(self.raw([fv], None, op="status"), "status takes no descriptors")
+
+
+class DaemonFdTest(FdRequests, unittest.TestCase):
+    """Descriptors through the daemon without CUDA (so the sanitized build
+    runs it too): memory files stand for a driver's, bound to plain values,
+    which the worker refuses after it got them."""
+
+    def setUp(self):
+        why = harness.DaemonFixture.available()
+        if why:
+            self.fail(why)
+        if "3.11" not in PY:
+            self.skipTest("python 3.11 not installed")
+        self.d = harness.DaemonFixture()
+        self.d.start()
+        self.addCleanup(self.d.stop)
+        self.c = DaemonClient(socket_path=self.d.socket, auto_start=False)
+        self.addCleanup(self.c.close)
+        self.m = [os.memfd_create("fd-test-%d" % i) for i in range(2)]
+        for fd in self.m:
+            self.addCleanup(os.close, fd)
+
+    def good(self):
+        """A request the daemon takes: the worker gets the descriptor."""
+        r = self.raw(self.m[:1], [fd_entry("t", self.m[0])])
+        self.assertFalse(r["ok"], r)
+        self.assertEqual(r.get("reason"), "exception", r)
+        self.assertIn("descriptors for t, which bind no CUDA buffer", r["error"])
+        return r
+
+    def test_refused_and_the_daemon_goes_on(self):
+        self.bad_requests(self.m[0], self.m[1], {"t": 1, "u": 2})
+        self.good()
+        self.assertEqual(self.c.call("exec", spec="base", code="result = 5",
+                                     python=PY["3.11"])["result"], 5)
+
+    def test_no_descriptor_leaks(self):
+        worker = self.good()["worker_pid"]
+        daemon = self.c.call("status")["pid"]
+        before, wbefore = fd_count(daemon, sockets=False), fd_count(worker)
+        for _ in range(100):
+            self.assertEqual(self.good()["worker_pid"], worker)
+        self.bad_requests(self.m[0], self.m[1], {"t": 1, "u": 2})
+        # none of what came stays; sockets aside (the daemon may start a
+        # zygote or a spare worker meanwhile), nothing else came either
+        self.assertEqual(passed(daemon), [])
+        self.assertEqual(fd_count(daemon, sockets=False), before)
+        self.assertEqual(fd_count(worker), wbefore)
+
+
 FD_CODE = textwrap.dedent("""
     import ctypes, os
     n = tensor_in.shape[0]
@@ -300,7 +410,7 @@ FD_CODE = textwrap.dedent("""
 @unittest.skipIf(SANITIZED, "sanitized libomnipkg-cuda does not load into Python")
 @unittest.skipUnless(os.path.exists(STUB) and os.path.exists(LIB),
                      "libomnipkg-cuda or the stand-in driver not built")
-class StubFdTest(unittest.TestCase):
+class StubFdTest(FdRequests, unittest.TestCase):
     """VMM buffers as descriptors, and events, through the real daemon."""
 
     @classmethod
@@ -410,53 +520,36 @@ class StubFdTest(unittest.TestCase):
         self.assertEqual(r["cuIpcOpenEventHandle"], 0)
         self.assertEqual(r["cuEventSynchronize"], 0)
 
-    def raw(self, fds, desc, bind=None, op="exec"):
-        """A request with descriptors as given; the raw reply."""
-        if bind is None:
-            bind = {"t": 1}
-        args = dict(spec="base", code="result = 7", python=PY["3.11"], bind=bind, fds=desc)
-        if op != "exec":
-            args = {}
-        return self.c.call(op, _send_fds=fds, **args)
-
-    def assertRefused(self, r, word):
-        self.assertFalse(r["ok"], r)
-        self.assertEqual(r.get("reason"), "badarg", r)
-        self.assertIn(word, r["error"])
-
-    def bad_requests(self):
-        v, w = [ocuda.describe(FakeTensor(p, [16]), framework="raw") for p in (self.a, self.b)]
-        fv, fw = v[1], w[1]
-        try:
-            good = [ocuda.fd_entry("t", fv), ocuda.fd_entry("u", fw)]
-            bind = {"t": v[0], "u": w[0]}
-            self.assertRefused(self.raw([fv], good, bind), 'names 2 descriptor(s) in "fds" and carries 1')
-            self.assertRefused(self.raw([fv], None, bind), 'names 0 descriptor(s) in "fds" and carries 1')
-            self.assertRefused(self.raw([], good[:1], bind), 'names 1 descriptor(s) in "fds" and carries 0')
-            self.assertRefused(self.raw([fv] * 9, [good[0]] * 9, bind), "more than 8 descriptors")
-            self.assertRefused(self.raw([fw, fv], good, bind), "is not the file the request describes")
-            self.assertRefused(self.raw([fv], [dict(good[0], kind="dmabuf")], bind), "kind must be")
-            self.assertRefused(self.raw([fv], [dict(good[0], **{"for": "nope"})], bind),
-                               "must name a global")
-            self.assertRefused(self.raw([fv, fv], [good[0], good[0]], bind), "a second descriptor")
-            self.assertRefused(self.raw([fv], [{"for": "t"}], bind), "fds[0] must be")
-            r, w2 = os.pipe()
-            try:
-                self.assertRefused(self.raw([r], [ocuda.fd_entry("t", r)], bind), "is a pipe")
-            finally:
-                os.close(r)
-                os.close(w2)
-            self.assertRefused(self.raw([fv], None, op="status"), "status takes no descriptors")
-        finally:
-            os.close(fv)
-            os.close(fw)
-
     def test_mismatched_descriptors_refused(self):
-        self.bad_requests()
+        v, w = [ocuda.describe(FakeTensor(p, [16]), framework="raw") for p in (self.a, self.b)]
+        try:
+            self.bad_requests(v[1], w[1], {"t": v[0], "u": w[0]})
+        finally:
+            os.close(v[1])
+            os.close(w[1])
         # the daemon and this connection go on
         self.assertTrue(self.c.call("status")["ok"])
         self.fill(self.a, 16)
         self.call(FakeTensor(self.a, [16]), FakeTensor(self.b, [16]))
+
+    def test_worker_dies_holding_descriptors(self):
+        x, out = FakeTensor(self.a, [16]), FakeTensor(self.b, [16])
+        self.fill(self.a, 16)
+        first = self.call(x, out)["pid"]
+        daemon = self.c.call("status")["pid"]
+        before = fd_count(daemon)
+        with self.assertRaises(RuntimeError) as cm:
+            self.c.execute_cuda_ipc("base", "import os\nos._exit(3)", x, None, None,
+                                    python_exe=PY["3.11"], out=out, framework="raw",
+                                    ipc_mode="fd")
+        self.assertIn("exit", str(cm.exception))
+        self.assertNotEqual(self.call(x, out)["pid"], first)     # a new worker
+        # the dead worker's channel and cgroup go once it is reaped
+        deadline = time.monotonic() + 10
+        while fd_count(daemon) != before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(passed(daemon), [])
+        self.assertEqual(fd_count(daemon), before)
 
     def test_no_descriptor_leaks(self):
         x, out = FakeTensor(self.a, [16]), FakeTensor(self.b, [16])
@@ -466,8 +559,8 @@ class StubFdTest(unittest.TestCase):
         before, wbefore = fd_count(daemon), fd_count(worker)
         for _ in range(100):
             r = self.call(x, out)
-        self.bad_requests()
         self.assertEqual(r["pid"], worker)
+        self.assertEqual(passed(daemon), [])
         self.assertEqual(fd_count(daemon), before)
         self.assertEqual(fd_count(worker), wbefore)
 
