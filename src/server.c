@@ -375,23 +375,26 @@ static void op_exec(struct conn *c, uint64_t id, const cJSON *req, int *fds, int
 		r.timeout = t->valuedouble;
 	if (cJSON_IsNumber(mem))
 		r.max_memory_mb = mem->valuedouble;
-	n = arrays_parse(cJSON_GetObjectItemCaseSensitive(req, "arrays"), arrays, ARRAYS_MAX,
-			 err + 6, sizeof err - 6);
-	if (n < 0)
-		memcpy(err, "exec: ", 6);
-	if (n >= 0 && cJSON_IsObject(b) && bind_ok(b, err, sizeof err) < 0)
-		n = -EINVAL;
-	if (n >= 0 && fds_check(cJSON_GetObjectItemCaseSensitive(req, "fds"), b, fds, nfds, &fdd,
-				err, sizeof err) < 0)
-		n = -EINVAL;
+	n = arrays_parse(cJSON_GetObjectItemCaseSensitive(req, "arrays"), arrays, ARRAYS_MAX, err,
+			 sizeof err);
 	if (n < 0) {
 		close_fds(fds, nfds);
-		return conn_error(c, id, EINVAL, BADARG, "%s", err);
+		return conn_error(c, id, EINVAL, BADARG, "exec: %s", err);
 	}
 	r.arrays = arrays;
 	r.narrays = n;
-	if (cJSON_IsObject(b))
+	if (cJSON_IsObject(b)) {
+		if (bind_ok(b, err, sizeof err) < 0) {
+			close_fds(fds, nfds);
+			return conn_error(c, id, EINVAL, BADARG, "%s", err);
+		}
 		r.bind = b;
+	}
+	if (fds_check(cJSON_GetObjectItemCaseSensitive(req, "fds"), b, fds, nfds, &fdd, err,
+		      sizeof err) < 0) {
+		close_fds(fds, nfds);
+		return conn_error(c, id, EINVAL, BADARG, "%s", err);
+	}
 	r.fds = fds;
 	r.nfds = nfds;
 	r.fds_desc = fdd;
