@@ -26,8 +26,11 @@ int chan_fill(struct chan *c)
 {
 	for (;;) {
 		ssize_t n;
+		size_t room;
 
-		if (c->rcap - c->rlen < 65536) {
+		/* Grow only when nearly full: growing by default on every fill
+		 * made each request allocate, fault in and trim 128 KiB. */
+		if (c->rcap - c->rlen < 4096) {
 			size_t limit = c->max + PROTO_HDR + 65536;
 			size_t cap = c->rcap ? c->rcap * 2 : 65536;
 			char *b;
@@ -44,9 +47,14 @@ int chan_fill(struct chan *c)
 			c->rbuf = b;
 			c->rcap = cap;
 		}
-		n = read(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen);
+		room = c->rcap - c->rlen;
+		n = read(c->fd, c->rbuf + c->rlen, room);
 		if (n > 0) {
 			c->rlen += n;
+			/* A short read drained the socket: what arrives later raises
+			 * another (level-triggered) event, so no read to see EAGAIN. */
+			if ((size_t)n < room)
+				return 0;
 			continue;
 		}
 		if (n == 0)
