@@ -287,6 +287,7 @@ class DaemonClient:
         self.raise_errors = raise_errors
         self._sock = None
         self._gen = 0                  # bumped at each (re)connection
+        self._poller = None            # (socket, its select.poll) for _read_one
         self._conn_lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._cv = threading.Condition()
@@ -475,9 +476,13 @@ class DaemonClient:
                 raise DaemonTimeout("no reply from omnipkgd within %gs" % wait)
             try:
                 # poll, not a socket timeout: that would also bound the
-                # sendall of other threads on this same socket.
-                p = select.poll()
-                p.register(s, select.POLLIN)
+                # sendall of other threads on this same socket.  One poll
+                # object per socket: making one is a good part of a hot call.
+                sp = self._poller
+                if sp is None or sp[0] is not s:
+                    sp = self._poller = (s, select.poll())
+                    sp[1].register(s, select.POLLIN)
+                p = sp[1]
                 if not p.poll(max(1, int(left * 1000 + 0.999))):
                     raise DaemonTimeout("no reply from omnipkgd within %gs" % wait)
                 chunk = s.recv(1 << 16)
