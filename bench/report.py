@@ -428,6 +428,8 @@ def main():
          "duel_hot_execute_shm_ours", "unix_socket_rtt")
     line("hot exec `pass`, socket, C client", CLAIMS["hot"][0], None, "hot_exec_socket_c",
          "unix_socket_rtt")
+    line("hot exec `pass`, C client, client + daemon + worker pinned to one CPU (what placement "
+         "is worth)", None, None, "hot_exec_socket_c_one_cpu", "unix_socket_rtt_same_core")
     line("hot exec `pass`, Python DaemonClient `execute(\"base\", \"pass\")`", None, None,
          "hot_exec_python_client", "unix_socket_rtt")
     line("hot exec, CLI `omnipkg exec` (whole process)", None, None, "hot_exec_cli", "python_c_pass")
