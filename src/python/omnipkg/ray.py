@@ -162,12 +162,13 @@ def run_job(job, values):
     try:
         r = c.execute_shm(spec, code, shm_in, {}, python, timeout=timeout)
     except _client.DaemonConnectionError as e:
-        lost = not isinstance(e, (_client.DaemonNotRunning, _client.DaemonStartError,
-                                  _client.DaemonTrustError))
         if isinstance(e, _client.DaemonTimeout):
-            reason = "timeout"
+            reason = "timeout"          # no reply within the job's timeout and a grace
+        elif isinstance(e, (_client.DaemonNotRunning, _client.DaemonStartError,
+                            _client.DaemonTrustError)):
+            reason = "unreachable"
         else:
-            reason = "lost" if lost else "unreachable"
+            reason = "lost"
         raise JobFailed("omnipkgd of node %s (%s): %s" % (me, rt, e), reason,
                         {"error": "%s: %s" % (type(e).__name__, e), "spec": spec},
                         me) from None
