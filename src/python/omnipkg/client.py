@@ -183,9 +183,11 @@ def start_daemon(socket_path=None):
                                % (binary, START_TIMEOUT)) from None
     except OSError as e:
         raise DaemonStartError("cannot execute %s: %s" % (binary, e)) from None
-    failed = r.returncode != 0
-    # A daemon started beside ours at the same moment also counts.
-    deadline = time.monotonic() + REDIAL_TIMEOUT
+    # A daemon started beside ours at the same moment also counts.  Status 1
+    # (already running) says one holds the runtime dir: it may still be
+    # starting, and answers once its own `--daemon` would return.
+    failed = r.returncode not in (0, 1)
+    deadline = time.monotonic() + (START_TIMEOUT if r.returncode == 1 else REDIAL_TIMEOUT)
     while True:
         try:
             _dial(path, 1.0).close()
@@ -198,8 +200,9 @@ def start_daemon(socket_path=None):
             raise DaemonStartError("%s --daemon failed with status %d (see its messages above)"
                                    % (binary, r.returncode))
         if time.monotonic() >= deadline:
-            raise DaemonStartError("%s --daemon succeeded but %s does not answer"
-                                   % (binary, path))
+            raise DaemonStartError("%s --daemon %s but %s does not answer"
+                                   % (binary, "said one is already running" if r.returncode
+                                      else "succeeded", path))
         time.sleep(0.02)
 
 
