@@ -10,7 +10,8 @@
 #   make fuzz      each libFuzzer harness (tests/fuzz) for $(FUZZ_SECONDS) s,
 #                  built with clang in $(FUZZ_DIR)
 #   make bench     setup + bubbles + bench/run.sh (QUICK=1 for a short run)
-#   make install   cmake --install into $(PREFIX)
+#   make install   cmake --install into $(PREFIX) (under $(DESTDIR) if set):
+#                  binaries, library, Python client, systemd units
 #   make clean     remove the build directories
 
 BUILD_DIR ?= build
@@ -80,7 +81,7 @@ bench: setup bubbles
 
 install:
 	@[ -f $(BUILD_DIR)/CMakeCache.txt ] || { echo "install: nothing built; run make build first" >&2; exit 1; }
-	cmake --install $(BUILD_DIR) --prefix $(PREFIX)
+	$(if $(DESTDIR),DESTDIR=$(DESTDIR) )cmake --install $(BUILD_DIR) --prefix $(PREFIX)
 
 clean:
 	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(FUZZ_DIR)

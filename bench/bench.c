@@ -381,6 +381,11 @@ int bench_daemon_start(const char *config_json)
 	return -ETIMEDOUT;
 }
 
+pid_t bench_daemon_pid(void)
+{
+	return daemon_pid;
+}
+
 void bench_daemon_stop(void)
 {
 	char cmd[PATH_MAX + 16];

@@ -13,6 +13,7 @@
 #define OMNI_BENCH_H
 
 #include <stddef.h>
+#include <sys/types.h>
 #include <cjson/cJSON.h>
 
 struct bench_stats {
@@ -62,6 +63,8 @@ double *bench_unix_rtt(struct bench_stats *out);
  */
 int bench_daemon_start(const char *config_json);
 void bench_daemon_stop(void);
+/* The pid of the daemon bench_daemon_start started; 0 when none. */
+pid_t bench_daemon_pid(void);
 
 /* The bubble directory of spec (one item) for interpreter "3.11"; 0 or -errno. */
 int bench_bubble_dir(const char *spec, const char *python, char *buf, size_t n);

@@ -3,10 +3,14 @@
  * unpinned (as the hot path runs), both ends on one core and on two.  The
  * ratio's reference is the cross-core figure: on a VM it is the cost of
  * the wake-ups a hot exec makes, and unlike the unpinned one it does not
- * depend on where the scheduler happened to put the two ends. */
+ * depend on where the scheduler happened to put the two ends.  A second
+ * row runs the same loop with all three processes on one CPU: what the
+ * work costs once no wake-up crosses a core. */
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "bench.h"
 #include "omnipkg.h"
 
@@ -20,6 +24,50 @@ static const struct {
 };
 #define NRTT (sizeof rtts / sizeof rtts[0])
 
+/*
+ * The hot loop again with the client, the daemon and the worker all on
+ * CPU 0: no cross-core wake-up is left, so it shows what the work itself
+ * costs and what placement is worth.  Each process's CPUs are restored.
+ * 0 with the samples in v, or -1 (one CPU, or a process could not be
+ * pinned: the row is left out, and why is said).
+ */
+static int hot_one_cpu(omni_client *c, const omni_exec_opts *o, pid_t worker, double *v, size_t n)
+{
+	pid_t pids[3] = { 0, bench_daemon_pid(), worker };
+	cpu_set_t was[3], one;
+	int k, rc = 0;
+	omni_reply *r;
+
+	if (sysconf(_SC_NPROCESSORS_ONLN) < 2 || pids[1] <= 0 || worker <= 0)
+		return -1;
+	CPU_ZERO(&one);
+	CPU_SET(0, &one);
+	for (k = 0; k < 3; k++)
+		if (sched_getaffinity(pids[k], sizeof was[k], &was[k]) < 0 ||
+		    sched_setaffinity(pids[k], sizeof one, &one) < 0)
+			break;
+	if (k < 3) {
+		fprintf(stderr, "hot_exec: cannot pin pid %d to CPU 0; no one-CPU row\n", (int)pids[k]);
+		rc = -1;
+	}
+	for (size_t i = 0; rc == 0 && i < n + 200; i++) {
+		double t0 = bench_now();
+
+		if (omni_exec(c, o, &r) < 0) {
+			rc = -1;
+			break;
+		}
+		if (!omni_reply_ok(r) || (pid_t)omni_reply_num(r, "worker_pid") != worker)
+			rc = -1;   /* another worker would not be pinned */
+		omni_reply_free(r);
+		if (i >= 200)
+			v[i - 200] = bench_now() - t0;
+	}
+	while (k-- > 0)
+		sched_setaffinity(pids[k], sizeof was[k], &was[k]);
+	return rc;
+}
+
 int bench_hot_exec(void)
 {
 	size_t n = bench_iters(10000, 1000);
@@ -29,8 +77,10 @@ int bench_hot_exec(void)
 	omni_client *c = NULL;
 	omni_reply *r;
 	cJSON *rows = cJSON_CreateArray(), *row;
-	double *rv[NRTT] = { NULL };
+	double *rv[NRTT] = { NULL }, *v1 = NULL;
 	const char *ref = rtts[0].name;
+	pid_t worker = 0;
+	int have[NRTT] = { 0 };
 	int rc;
 
 	if (!v || (rc = bench_daemon_start(NULL)) < 0 || (rc = omni_connect(&c, NULL, 0)) < 0) {
@@ -57,9 +107,14 @@ int bench_hot_exec(void)
 			rc = -1;
 			break;
 		}
+		worker = (pid_t)omni_reply_num(r, "worker_pid");
 		omni_reply_free(r);
 		if (i >= 200)
 			v[i - 200] = bench_now() - t0;
+	}
+	if (rc >= 0 && (v1 = calloc(n, sizeof *v1)) && hot_one_cpu(c, &o, worker, v1, n) < 0) {
+		free(v1);
+		v1 = NULL;
 	}
 	omni_close(c);
 	bench_daemon_stop();
@@ -79,6 +134,7 @@ int bench_hot_exec(void)
 		cJSON_Delete(rows);
 		for (size_t k = 0; k < NRTT; k++)
 			free(rv[k]);
+		free(v1);
 		free(v);
 		return 1;
 	}
@@ -93,10 +149,22 @@ int bench_hot_exec(void)
 					k == 1 ? "unpinned" : "same core (CPU 0)");
 		cJSON_AddItemToArray(rows, row);
 		free(rv[k]);
+		rv[k] = NULL;
+		have[k] = 1;
 	}
 	row = bench_row("hot_exec_socket_c", &hot, rtt[0].p50, ref);
 	bench_row_hist(row, v, n);
 	cJSON_AddItemToArray(rows, row);
+	if (v1 && have[2]) {   /* its floor: the same-core ping-pong */
+		struct bench_stats one = bench_stats(v1, n);
+
+		bench_line("hot_exec_socket_c_one_cpu", &one, rtt[2].p50, rtts[2].name);
+		row = bench_row("hot_exec_socket_c_one_cpu", &one, rtt[2].p50, rtts[2].name);
+		bench_row_hist(row, v1, n);
+		cJSON_AddStringToObject(row, "placement", "client, daemon and worker on CPU 0");
+		cJSON_AddItemToArray(rows, row);
+	}
+	free(v1);
 	free(v);
 	return bench_write("hot_exec", rows) < 0;
 }

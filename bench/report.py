@@ -282,6 +282,53 @@ def docker_section(w, x, docs):
     w("")
 
 
+# ---------------------------------------------------------------- Ray
+
+def ray_section(w, x, docs):
+    """Two numpy versions from one Ray cluster (bench/py/ray_rows.py):
+    Ray's runtime_env per version beside omnipkg.ray, in the same run."""
+    w("## On a Ray cluster: runtime_env beside omnipkg.ray")
+    w("")
+    doc = docs.get("ray")
+    if doc is None or not any(r.get("status") != "unavailable" for r in doc.get("rows", [])):
+        why = x.why("ray_steady_omnipkg_task")
+        w("**Ray rows unavailable:** %s" % cell_text(why or "bench/py/ray_rows.py did not run", 400))
+        w("")
+        return
+    vers = (doc.get("machine", {}).get("versions") or {}).get("ray", "Ray")
+    w("One job, `import numpy` and a small sum (its answer and numpy's version checked on every "
+      "call), with numpy 1.26.4 and 2.2.6 from one %s cluster on this machine (one node, 2 logical "
+      "CPUs): through Ray's own isolation, a `runtime_env={\"pip\": [\"numpy==X\"]}` per version, and "
+      "through `omnipkg.ray` (the node's omnipkgd and its bubbles). *First call*: one sample per "
+      "version (for `runtime_env`, the virtualenv made and numpy installed by pip from its warm "
+      "cache; for omnipkg, the node's daemon started by the first, a worker and `import numpy`). "
+      "*Steady*: calls alternating the two versions, the series interleaved in rounds." % vers)
+    w("")
+    w("| path | first call, numpy 1.26.4 | first call, numpy 2.2.6 | steady, alternating | "
+      "calls over 100 ms | steady / plain task |")
+    w("|---|---|---|---|---|---|")
+    floor = x.p50("ray_steady_plain_task")
+    for label, first, steady in (
+            ("Ray `runtime_env` pip, a task per version", "ray_first_runtime_env_pip_numpy_%s",
+             "ray_steady_runtime_env_pip"),
+            ("`omnipkg.ray.remote_exec` (a Ray task forwarding to the node's omnipkgd)",
+             "ray_first_omnipkg_numpy_%s", "ray_steady_omnipkg_task"),
+            ("`omnipkg.ray.Node` actor, its connection kept", None, "ray_steady_omnipkg_actor"),
+            ("plain Ray task on the driver's numpy (one version: the floor)", None,
+             "ray_steady_plain_task")):
+        r = x.get(steady)
+        slow = "%d of %d" % (r["over_100ms"], r["n"]) if r and "over_100ms" in r else "—"
+        firsts = [(t(x.p50(first % v)) if x.get(first % v) else x.cell(first % v)) if first
+                  else "—" for v in ("1_26_4", "2_2_6")]
+        w("| %s | %s | %s | %s | %s | %s |" % (label, firsts[0], firsts[1], x.cell(steady), slow,
+                                               ratio(x.p50(steady), floor)))
+    w("")
+    pip_why = x.why("ray_steady_runtime_env_pip") if x.get("ray_steady_runtime_env_pip") is None else ""
+    if pip_why:
+        w("`runtime_env` rows unavailable: %s" % cell_text(pip_why, 400))
+        w("")
+
+
 # ---------------------------------------------------------------- report
 
 def shared_state(w, x):
@@ -428,6 +475,8 @@ def main():
          "duel_hot_execute_shm_ours", "unix_socket_rtt")
     line("hot exec `pass`, socket, C client", CLAIMS["hot"][0], None, "hot_exec_socket_c",
          "unix_socket_rtt")
+    line("hot exec `pass`, C client, client + daemon + worker pinned to one CPU (what placement "
+         "is worth)", None, None, "hot_exec_socket_c_one_cpu", "unix_socket_rtt_same_core")
     line("hot exec `pass`, Python DaemonClient `execute(\"base\", \"pass\")`", None, None,
          "hot_exec_python_client", "unix_socket_rtt")
     line("hot exec, CLI `omnipkg exec` (whole process)", None, None, "hot_exec_cli", "python_c_pass")
@@ -496,6 +545,7 @@ def main():
     w("")
 
     docker_section(w, x, docs)
+    ray_section(w, x, docs)
 
     # --- memory, like for like
     w("## Memory of a pool of idle numpy workers (PSS)")
@@ -681,6 +731,9 @@ def main():
     w("- Python rows: `bench/py/ours.py` (stdlib DaemonClient, CLI, FUSE, swap, pipeline, memory, JSON), "
       "`bench/py/floors.py` (multiprocessing forkserver), `bench/py/peer_omnipkg.py` (omnipkg 3.4.1).")
     w("- Whole commands: hyperfine (`--export-json`), converted by `bench/py/hyperfine_rows.py`.")
+    w("- Ray: `tests/ray/setup.sh` makes `.venv-ray/` (ray, numpy 1.26.4, virtualenv from the package "
+      "registry); `bench/py/ray_rows.py` starts a one-node Ray on a private temp dir and stops it and "
+      "the node's omnipkgd at the end (`OMNI_BENCH_SKIP_RAY=1` skips the stage).")
     w("- Docker: `bench/docker_setup.sh` installs docker.io and debootstrap from apt if missing, starts "
       "dockerd (overlay2, no bridge, no iptables rules) unless one answers, and builds the image "
       "`omnibench-py:bookworm` once with `debootstrap --variant=minbase --include=python3,python3-numpy "

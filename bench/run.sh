@@ -8,7 +8,9 @@
 # bubbles); prepares the peers (bench/setup_peers.sh, idempotent), then runs
 # the C runner, the Python drivers (ours, the stdlib floor, omnipkg 3.4.1
 # in a private sandbox), Docker beside ours (bench/docker_setup.sh, then
-# bench/py/docker_rows.py), hyperfine over whole commands, and bench/report.py.
+# bench/py/docker_rows.py), Ray's runtime_env beside omnipkg.ray (Ray from
+# tests/ray/setup.sh, then bench/py/ray_rows.py; OMNI_BENCH_SKIP_RAY=1 skips
+# it), hyperfine over whole commands, and bench/report.py.
 # Every stage is time-limited; a stage that fails leaves its rows marked
 # unavailable and the suite goes on.  All results share one run id
 # ($OMNI_BENCH_RUN), which the report checks.
@@ -144,6 +146,21 @@ timeout -k 10 "$LIMIT" "$PY" bench/py/docker_rows.py "$DOCKER_STATE" ||
 	{ say "docker_rows.py failed (status $?)"; [ -f "$RESULTS/docker_rows.json" ] ||
 	  "$PY" bench/py/common.py unavailable docker_rows "its driver failed or timed out" dk_hot_docker_exec_api; }
 bash bench/docker_setup.sh --stop "$DOCKER_STATE"
+
+# --- Ray: runtime_env beside omnipkg.ray ------------------------------------
+say "Ray: tests/ray/setup.sh, then bench/py/ray_rows.py"
+if [ -n "${OMNI_BENCH_SKIP_RAY:-}" ] && [ "$OMNI_BENCH_SKIP_RAY" != 0 ]; then
+	say "Ray stage skipped: OMNI_BENCH_SKIP_RAY is set"
+	"$PY" bench/py/ray_rows.py --unavailable "skipped: OMNI_BENCH_SKIP_RAY was set"
+elif ! RAY_VENV=$(timeout 1200 bash tests/ray/setup.sh 2>"$RESULTS/tmp/ray_setup.err"); then
+	why="Ray could not be installed here (tests/ray/setup.sh): $(tail -n 1 "$RESULTS/tmp/ray_setup.err")"
+	say "$why"
+	"$PY" bench/py/ray_rows.py --unavailable "$why"
+else
+	timeout -k 10 "$LIMIT" "$RAY_VENV/bin/python" bench/py/ray_rows.py ||
+		{ say "ray_rows.py failed (status $?)"; [ -f "$RESULTS/ray.json" ] ||
+		  "$PY" bench/py/ray_rows.py --unavailable "its driver failed or timed out"; }
+fi
 
 # --- whole commands (hyperfine) ---------------------------------------------
 say "whole commands: hyperfine"

@@ -21,9 +21,10 @@ say() { printf 'setup: %s\n' "$*"; }
 die() { printf '\nsetup: ERROR: %s\n\n' "$*" >&2; exit 1; }
 
 # clang and its runtime (libFuzzer, sanitizers; only a recommendation of
-# clang, so named) build the fuzzing harnesses of tests/fuzz.
+# clang, so named) build the fuzzing harnesses of tests/fuzz; python3-yaml
+# reads the Kubernetes manifest in tests/integration/test_deploy.py.
 PACKAGES=(build-essential cmake pkg-config libfuse3-dev fuse3 libcjson-dev libcunit1-dev
-	  hyperfine gnuplot-nox clang libclang-rt-14-dev)
+	  hyperfine gnuplot-nox clang libclang-rt-14-dev python3-yaml)
 
 # --- Debian packages --------------------------------------------------------
 command -v dpkg-query >/dev/null 2>&1 ||

@@ -125,8 +125,12 @@ int chan_fill(struct chan *c)
 {
 	for (;;) {
 		ssize_t n;
+		size_t room;
+		int nin;
 
-		if (c->rcap - c->rlen < 65536) {
+		/* Grow only when nearly full: growing by default on every fill
+		 * made each request allocate, fault in and trim 128 KiB. */
+		if (c->rcap - c->rlen < 4096) {
 			size_t limit = c->max + PROTO_HDR + 65536;
 			size_t cap = c->rcap ? c->rcap * 2 : 65536;
 			char *b;
@@ -153,9 +157,17 @@ int chan_fill(struct chan *c)
 				return 0;
 			return -ETOOMANYREFS;
 		}
+		room = c->rcap - c->rlen;
+		nin = c->fdq ? c->fdq->nin : 0;
 		n = recv_some(c);
 		if (n > 0) {
 			c->rlen += n;
+			/* A short read drained the socket: what arrives later raises
+			 * another (level-triggered) event, so no read to see EAGAIN.
+			 * A read that brought descriptors stops at them, drained or
+			 * not. */
+			if ((size_t)n < room && (c->fdq ? c->fdq->nin : 0) == nin)
+				return 0;
 			continue;
 		}
 		if (n == 0)

@@ -17,6 +17,7 @@ struct watcher {
 	loop_io_cb cb;
 	void *ud;
 	uint64_t gen;      /* tells a reused descriptor from the one an event was for */
+	uint32_t events;   /* as epoll has them */
 };
 
 struct loop_timer {
@@ -94,6 +95,7 @@ int loop_add(struct loop *l, int fd, uint32_t events, loop_io_cb cb, void *ud)
 	l->w[fd].cb = cb;
 	l->w[fd].ud = ud;
 	l->w[fd].gen = ++l->gen;
+	l->w[fd].events = events;
 	ev.data.u64 = (uint64_t)fd | (l->w[fd].gen << 24);
 	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
 		l->w[fd].cb = NULL;
@@ -108,8 +110,13 @@ int loop_mod(struct loop *l, int fd, uint32_t events)
 
 	if (fd < 0 || fd >= l->nw || !l->w[fd].cb)
 		return -EBADF;
+	if (l->w[fd].events == events)   /* callers restate it after every event */
+		return 0;
 	ev.data.u64 = (uint64_t)fd | (l->w[fd].gen << 24);
-	return epoll_ctl(l->epfd, EPOLL_CTL_MOD, fd, &ev) < 0 ? -errno : 0;
+	if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, fd, &ev) < 0)
+		return -errno;
+	l->w[fd].events = events;
+	return 0;
 }
 
 int loop_del(struct loop *l, int fd)

@@ -6,8 +6,13 @@
  *   $ omnipkgd --daemon                # returns once the socket accepts
  *   $ omnipkg exec --spec base -c 'print(1)'
  *
+ * Under a service manager it serves the socket it is handed (socket
+ * activation: LISTEN_FDS, see activate.h) instead of binding its own, and
+ * says when it is ready (NOTIFY_SOCKET); deploy/systemd/ has the units.
+ *
  * Exit codes: 0 clean stop, 1 another omnipkgd already serves this runtime
- * dir, 100 usage, 111 system failure.
+ * dir, 100 usage (a handed-over socket it cannot serve included), 111
+ * system failure.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +28,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include "activate.h"
 #include "config.h"
 #include "core.h"
 #include "fusefs.h"
@@ -42,6 +48,8 @@ struct daemon {
 	struct fusefs *fs;
 	char rtdir[PATH_MAX], home[PATH_MAX], sock[PATH_MAX], pidfile[PATH_MAX + 16];
 	char worker[PATH_MAX + 16], log[PATH_MAX + 16];
+	char lname[64], notify[128];   /* the inherited socket's name; NOTIFY_SOCKET */
+	int lfd;                       /* the inherited socket, or 0: we bind our own */
 	int sigfd, pidfd;
 	int stopping;
 };
@@ -58,6 +66,8 @@ static void usage(FILE *f)
 	      "  --verbose      log debug detail\n"
 	      "\n"
 	      "runtime dir: $OMNIPKG_RUNTIME_DIR, else $XDG_RUNTIME_DIR/omnipkg, else /tmp/omnipkg-$UID\n"
+	      "socket activation: LISTEN_PID, LISTEN_FDS=1 (fd 3: a listening socket at\n"
+	      "  <runtime dir>/omnipkgd.sock); readiness: NOTIFY_SOCKET (READY=1, STOPPING=1)\n"
 	      "exit codes: 0 stopped cleanly, 1 already running, 100 usage, 111 system failure\n", f);
 }
 
@@ -252,6 +262,13 @@ int main(int argc, char **argv)
 		fprintf(stderr, "omnipkgd: path too long\n");
 		return 111;
 	}
+	/* Taken before any process starts: none may inherit the variables. */
+	if ((r = activate_listen(d.sock, &d.lfd, d.lname, sizeof d.lname, err, sizeof err)) < 0) {
+		fprintf(stderr, "omnipkgd: socket activation: %s\n", err);
+		return 100;
+	}
+	if (activate_notify_take(d.notify, sizeof d.notify, err, sizeof err) < 0)
+		fprintf(stderr, "omnipkgd: not telling a service manager when ready: %s\n", err);
 	snprintf(d.pidfile, sizeof d.pidfile, "%s/omnipkgd.pid", d.rtdir);
 	snprintf(d.log, sizeof d.log, "%s", log_path ? log_path : "");
 	if (!log_path)
@@ -273,7 +290,8 @@ int main(int argc, char **argv)
 		logx(LOGX_ERR, "pid file %s: %s", d.pidfile, strerror(-r));
 		return 111;
 	}
-	if (access(d.sock, F_OK) == 0) {
+	/* A socket handed over is ours to serve, not a stale one. */
+	if (!d.lfd && access(d.sock, F_OK) == 0) {
 		if (socket_alive(d.sock)) {
 			logx(LOGX_ERR, "another process answers on %s", d.sock);
 			return already_running(notify);
@@ -306,15 +324,16 @@ int main(int argc, char **argv)
 		return 111;
 	}
 	ctx = (struct server_ctx){ .loop = d.loop, .core = d.core, .sock_path = d.sock,
-				   .on_shutdown = on_shutdown, .ud = &d };
+				   .on_shutdown = on_shutdown, .ud = &d, .listen_fd = d.lfd };
 	d.srv = server_new(&ctx, err, sizeof err);
 	if (!d.srv) {
 		logx(LOGX_ERR, "%s", err);
 		core_free(d.core);
 		return 111;
 	}
-	logx(LOGX_INFO, "omnipkgd %s listening on %s (%zu interpreters, home %s)", OMNI_VERSION,
-	     d.sock, d.py.n, d.home);
+	logx(LOGX_INFO, "omnipkgd %s listening on %s%s%s%s (%zu interpreters, home %s)",
+	     OMNI_VERSION, d.sock, d.lfd ? ", handed over" : "", *d.lname ? " as " : "", d.lname,
+	     d.py.n, d.home);
 	if (!mount && d.cfg.mount[0])
 		mount = d.cfg.mount;
 	if (mount && *mount) {
@@ -332,6 +351,8 @@ int main(int argc, char **argv)
 			logx(LOGX_WARN, "could not tell the starting process that we are up");
 		close(notify);
 	}
+	if ((r = activate_notify(d.notify, "READY=1")) < 0)
+		logx(LOGX_WARN, "could not tell %s that we are up: %s", d.notify, strerror(-r));
 	core_prewarm(d.core);
 
 	r = loop_run(d.loop);
@@ -339,6 +360,7 @@ int main(int argc, char **argv)
 		logx(LOGX_ERR, "event loop failed: %s", strerror(-r));
 
 	/* Stop: no new clients, fail what runs, tell the clients, clean up. */
+	activate_notify(d.notify, "STOPPING=1");
 	server_stop_listening(d.srv);
 	core_free(d.core);         /* fails running jobs: their readers get answers */
 	server_core_gone(d.srv);

@@ -70,6 +70,7 @@ struct conn {
 struct server {
 	struct server_ctx ctx;
 	int lfd;
+	int inherited;            /* lfd is ctx->listen_fd: the path is not ours to unlink */
 	int spare;                /* /dev/null, given up to shed a connection when out of fds */
 	struct loop_timer *accept_timer;
 	struct conn *conns;
@@ -913,11 +914,32 @@ int server_raise_nofile(void)
 	return rl.rlim_cur > INT_MAX ? INT_MAX : (int)rl.rlim_cur;
 }
 
-struct server *server_new(const struct server_ctx *ctx, char *err, size_t errlen)
+/* A listening socket at path, its owner's alone (umask 077, then 0600); fd or -errno. */
+static int server_bind(const char *path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct server *s;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), e;
 	mode_t old;
+
+	if (fd < 0)
+		return -errno;
+	strcpy(sa.sun_path, path);
+	old = umask(077);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, 128) < 0) {
+		e = errno;
+		umask(old);
+		close(fd);
+		return -e;
+	}
+	umask(old);
+	chmod(path, 0600);
+	return fd;
+}
+
+struct server *server_new(const struct server_ctx *ctx, char *err, size_t errlen)
+{
+	struct sockaddr_un sa;
+	struct server *s;
 	int rc;
 
 	if (strlen(ctx->sock_path) >= sizeof sa.sun_path) {
@@ -936,22 +958,15 @@ struct server *server_new(const struct server_ctx *ctx, char *err, size_t errlen
 	if ((rc = server_raise_nofile()) < 0)
 		logx(LOGX_WARN, "cannot raise the descriptor limit: %s", strerror(-rc));
 	s->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	strcpy(sa.sun_path, ctx->sock_path);
-	s->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	old = umask(077);
-	if (s->lfd < 0 || bind(s->lfd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
-	    listen(s->lfd, 128) < 0) {
-		snprintf(err, errlen, "cannot listen on %s: %s", ctx->sock_path, strerror(errno));
-		umask(old);
-		if (s->lfd >= 0)
-			close(s->lfd);
+	s->inherited = ctx->listen_fd > 0;
+	s->lfd = s->inherited ? ctx->listen_fd : server_bind(ctx->sock_path);
+	if (s->lfd < 0) {
+		snprintf(err, errlen, "cannot listen on %s: %s", ctx->sock_path, strerror(-s->lfd));
 		if (s->spare >= 0)
 			close(s->spare);
 		free(s);
 		return NULL;
 	}
-	umask(old);
-	chmod(ctx->sock_path, 0600);
 	loop_add(ctx->loop, s->lfd, EPOLLIN, server_accept, s);
 	return s;
 }
@@ -964,7 +979,8 @@ void server_stop_listening(struct server *s)
 		loop_del(s->ctx.loop, s->lfd);
 		close(s->lfd);
 		s->lfd = -1;
-		unlink(s->ctx.sock_path);
+		if (!s->inherited)
+			unlink(s->ctx.sock_path);
 	}
 }
 

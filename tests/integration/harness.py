@@ -146,7 +146,11 @@ class DaemonFixture:
     mount: a FUSE mount point, or None for no mount.  config: extra keys
     for the daemon's config.json (written to <home>/config.json and passed
     as OMNIPKG_CONFIG).  Attributes: tmp, runtime, home, socket, env,
-    log_path, proc (the daemon's Popen while running)."""
+    log_path, proc (the daemon's Popen while running), socket_handed_over
+    (set by a subclass that hands the daemon its socket: the socket must
+    then outlive the daemon, not go with it)."""
+
+    socket_handed_over = False
 
     def __init__(self, build=None, mount=None, config=None, extra_args=()):
         self.build = build or build_dir()
@@ -263,7 +267,10 @@ class DaemonFixture:
             subprocess.run(["fusermount3", "-u", "-z", self.mount],
                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
-        if os.path.exists(self.socket):
+        if self.socket_handed_over:
+            if not os.path.exists(self.socket):
+                problems.append("socket %s, handed to the daemon, was removed" % self.socket)
+        elif os.path.exists(self.socket):
             problems.append("socket %s left behind" % self.socket)
         # The daemon's own tmpfs for shared segments goes with it.
         for mp in unmount_below(self.runtime):

@@ -184,9 +184,11 @@ def start_daemon(socket_path=None):
                                % (binary, START_TIMEOUT)) from None
     except OSError as e:
         raise DaemonStartError("cannot execute %s: %s" % (binary, e)) from None
-    failed = r.returncode != 0
-    # A daemon started beside ours at the same moment also counts.
-    deadline = time.monotonic() + REDIAL_TIMEOUT
+    # A daemon started beside ours at the same moment also counts.  Status 1
+    # (already running) says one holds the runtime dir: it may still be
+    # starting, and answers once its own `--daemon` would return.
+    failed = r.returncode not in (0, 1)
+    deadline = time.monotonic() + (START_TIMEOUT if r.returncode == 1 else REDIAL_TIMEOUT)
     while True:
         try:
             _dial(path, 1.0).close()
@@ -199,8 +201,9 @@ def start_daemon(socket_path=None):
             raise DaemonStartError("%s --daemon failed with status %d (see its messages above)"
                                    % (binary, r.returncode))
         if time.monotonic() >= deadline:
-            raise DaemonStartError("%s --daemon succeeded but %s does not answer"
-                                   % (binary, path))
+            raise DaemonStartError("%s --daemon %s but %s does not answer"
+                                   % (binary, "said one is already running" if r.returncode
+                                      else "succeeded", path))
         time.sleep(0.02)
 
 
@@ -288,6 +291,7 @@ class DaemonClient:
         self.raise_errors = raise_errors
         self._sock = None
         self._gen = 0                  # bumped at each (re)connection
+        self._poller = None            # (socket, its select.poll) for _read_one
         self._conn_lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._cv = threading.Condition()
@@ -485,9 +489,13 @@ class DaemonClient:
                 raise DaemonTimeout("no reply from omnipkgd within %gs" % wait)
             try:
                 # poll, not a socket timeout: that would also bound the
-                # sendall of other threads on this same socket.
-                p = select.poll()
-                p.register(s, select.POLLIN)
+                # sendall of other threads on this same socket.  One poll
+                # object per socket: making one is a good part of a hot call.
+                sp = self._poller
+                if sp is None or sp[0] is not s:
+                    sp = self._poller = (s, select.poll())
+                    sp[1].register(s, select.POLLIN)
+                p = sp[1]
                 if not p.poll(max(1, int(left * 1000 + 0.999))):
                     raise DaemonTimeout("no reply from omnipkgd within %gs" % wait)
                 chunk = s.recv(1 << 16)
