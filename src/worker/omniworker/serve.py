@@ -100,7 +100,7 @@ class Worker:
                 try:
                     payload = self.run(msg, fds)
                 finally:
-                    close_fds(fds)     # imported by now, or not needed
+                    close_fds(fds)     # run() closes them first, unless it failed early
                 send_frame(self.sock, payload)
                 continue
             close_fds(fds)
@@ -112,15 +112,19 @@ class Worker:
                                      "expected {\"op\":\"exec\",\"code\":str} or "
                                      "{\"op\":\"unmap\",\"ids\":[...]}"})
 
-    def run(self, msg, fds=()):
-        """Runs one job with the descriptors that came with it (borrowed);
-        returns the encoded "done" payload."""
+    def run(self, msg, fds=None):
+        """Runs one job with the descriptors that came with it (a list,
+        emptied once they are closed: before the job's code runs, which
+        could reuse their numbers); returns the encoded "done" payload."""
+        fds = [] if fds is None else fds
         cap = msg.get("cap")
         if not isinstance(cap, int) or isinstance(cap, bool) or cap < 0:
             cap = DEFAULT_CAP
         rep = {"op": "done", "id": msg.get("id"), "ok": True}
         self.capture.begin()
         err = self.arrays.begin(msg, fds)
+        close_fds(fds)         # imported by now, or not needed
+        del fds[:]
         G = self.executor.G
         # omnipkg binds the whole task as input_data; a bound "input_data"
         # (the client's shm_in / shm_out descriptors) fills it in.
