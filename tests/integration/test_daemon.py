@@ -76,9 +76,9 @@ def pid_gone(pid):
 class Conn:
     """A raw protocol connection: frames in, frames out."""
 
-    def __init__(self, path):
+    def __init__(self, path, timeout=60):
         self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.settimeout(60)
+        self.s.settimeout(timeout)
         self.s.connect(path)
         self.buf = b""
 

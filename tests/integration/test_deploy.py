@@ -21,7 +21,6 @@ import shlex
 import shutil
 import socket
 import stat
-import struct
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import time
 import unittest
 
 import harness
+from test_daemon import Conn
 
 REPO = harness.REPO
 DEPLOY = os.path.join(REPO, "deploy")
@@ -46,36 +46,6 @@ os.environ["LISTEN_PID"] = sys.argv[2] or str(os.getpid())
 os.environ["LISTEN_FDS"] = sys.argv[3]
 os.execv(sys.argv[4], sys.argv[4:])
 """
-
-
-class Conn:
-    """A raw protocol connection: length-prefixed JSON frames."""
-
-    def __init__(self, path):
-        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.settimeout(120)
-        self.s.connect(path)
-        self.buf = b""
-
-    def send(self, obj):
-        b = json.dumps(obj).encode()
-        self.s.sendall(struct.pack(">I", len(b)) + b)
-
-    def recv(self):
-        while True:
-            if len(self.buf) >= 4:
-                n = struct.unpack(">I", self.buf[:4])[0]
-                if len(self.buf) >= 4 + n:
-                    m = json.loads(self.buf[4:4 + n])
-                    self.buf = self.buf[4 + n:]
-                    return m
-            chunk = self.s.recv(1 << 16)
-            if not chunk:
-                raise EOFError("daemon closed the connection")
-            self.buf += chunk
-
-    def close(self):
-        self.s.close()
 
 
 class ServiceDaemon(harness.DaemonFixture):
@@ -210,7 +180,7 @@ class TestSocketActivation(unittest.TestCase):
 
     def test_connection_made_before_the_daemon_is_served(self):
         self.d.listen()
-        c = Conn(self.d.socket)          # waits in the backlog: nothing runs yet
+        c = Conn(self.d.socket, timeout=120)          # waits in the backlog: nothing runs yet
         c.send(dict(EXEC, id=7, code="result = 1 + 1"))
         self.d.start(names="omnipkgd.socket")
         r = c.recv()
@@ -234,7 +204,7 @@ class TestSocketActivation(unittest.TestCase):
         self.assertTrue(stat.S_ISSOCK(os.lstat(self.d.socket).st_mode),
                         "the daemon removed the socket it was handed")
         # A client that comes while no daemon runs waits for the next one.
-        c = Conn(self.d.socket)
+        c = Conn(self.d.socket, timeout=120)
         c.send(dict(EXEC, id=1, code="result = 'second'"))
         self.d.start()
         r = c.recv()
@@ -285,7 +255,7 @@ class TestSocketActivation(unittest.TestCase):
 
     def test_ready_means_accepting(self):
         self.d.start()                   # binds its own socket; returns on READY=1
-        c = Conn(self.d.socket)
+        c = Conn(self.d.socket, timeout=120)
         c.send({"v": 1, "id": 3, "op": "hello"})
         self.assertEqual(c.recv()["id"], 3)
         c.close()
