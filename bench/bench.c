@@ -183,7 +183,9 @@ static cJSON *machine_json(void)
 	cJSON_AddStringToObject(m, "date", buf);
 	read_cmd("git rev-parse --short HEAD 2>/dev/null", buf, sizeof buf);
 	cJSON_AddStringToObject(m, "commit", buf);
-	read_cmd("git status --porcelain --untracked-files=no 2>/dev/null | head -1", line, sizeof line);
+	/* Changes to the code measured; the results a run writes do not count. */
+	read_cmd("git status --porcelain --untracked-files=no -- . ':!results' ':!BENCHMARKS.md' "
+		 "2>/dev/null | head -1", line, sizeof line);
 	cJSON_AddBoolToObject(m, "dirty", line[0] != 0);
 	cJSON_AddStringToObject(m, "omnipkgd", omni_version());
 	{

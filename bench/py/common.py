@@ -161,7 +161,9 @@ def machine(versions=None):
         "kernel": "%s %s %s" % (u.sysname, u.release, u.machine),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "commit": _cmd(["git", "rev-parse", "--short", "HEAD"]),
-        "dirty": bool(_cmd(["git", "status", "--porcelain", "--untracked-files=no"])),
+        # changes to the code measured; the results a run writes do not count
+        "dirty": bool(_cmd(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                            ":!results", ":!BENCHMARKS.md"])),
         "python": "%s (%s)" % (platform.python_version(), sys.executable),
         "run": os.environ.get("OMNI_BENCH_RUN", ""),
     }
