@@ -242,7 +242,12 @@ static int bench_pin(int cpu)
 
 double *bench_unix_rtt_on(struct bench_stats *out, enum bench_place place)
 {
-	size_t n = bench_iters(20000, 2000), got_n = 0;
+	return bench_unix_rtt_n(out, place, bench_iters(20000, 2000));
+}
+
+double *bench_unix_rtt_n(struct bench_stats *out, enum bench_place place, size_t n)
+{
+	size_t got_n = 0;
 	double *v = calloc(n, sizeof *v);
 	char msg[BENCH_RTT_BYTES] = { 0 }, back[BENCH_RTT_BYTES];
 	int sv[2], me = -1, peer = -1, ok = 1;

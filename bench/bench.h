@@ -53,6 +53,8 @@ int bench_write(const char *name, cJSON *rows);
 #define BENCH_RTT_BYTES 96
 enum bench_place { BENCH_UNPINNED, BENCH_SAME_CORE, BENCH_CROSS_CORE };
 double *bench_unix_rtt_on(struct bench_stats *out, enum bench_place place);
+/* The same with n samples (the others take the run's usual number). */
+double *bench_unix_rtt_n(struct bench_stats *out, enum bench_place place, size_t n);
 double *bench_unix_rtt(struct bench_stats *out);
 
 /*

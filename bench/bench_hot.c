@@ -1,11 +1,13 @@
 /* bench_hot.c - hot exec round trip of `pass` through the socket with the
  * C client, next to the machine's Unix-socket ping-pong in the same run:
  * unpinned (as the hot path runs), both ends on one core and on two.  The
- * ratio's reference is the cross-core figure: on a VM it is the cost of
- * the wake-ups a hot exec makes, and unlike the unpinned one it does not
- * depend on where the scheduler happened to put the two ends.  A second
+ * ratio's reference is the cross-core figure, measured in batches between
+ * the hot loop's: on a VM it is the cost of the wake-ups a hot exec
+ * makes, and unlike the unpinned one it does not depend on where the
+ * scheduler happened to put the two ends.  A second
  * row runs the same loop with all three processes on one CPU: what the
  * work costs once no wake-up crosses a core. */
+#include <errno.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +25,7 @@ static const struct {
 	{ "unix_socket_rtt_same_core", BENCH_SAME_CORE },
 };
 #define NRTT (sizeof rtts / sizeof rtts[0])
+#define ROUNDS 10   /* hot and cross-core batches, alternated */
 
 /*
  * The hot loop again with the client, the daemon and the worker all on
@@ -81,7 +84,8 @@ int bench_hot_exec(void)
 	const char *ref = rtts[0].name;
 	pid_t worker = 0;
 	int have[NRTT] = { 0 };
-	int rc;
+	size_t nr = bench_iters(20000, 2000);
+	int rc, cross;
 
 	if (!v || (rc = bench_daemon_start(NULL)) < 0 || (rc = omni_connect(&c, NULL, 0)) < 0) {
 		fprintf(stderr, "hot_exec: cannot start or reach the daemon\n");
@@ -90,12 +94,17 @@ int bench_hot_exec(void)
 		bench_daemon_stop();
 		return 1;
 	}
-	/* The unpinned ping-pong before the hot loop, the pinned ones after it:
-	 * pinning this process and letting it go again moves it, and where it
-	 * lands relative to the daemon and the worker changes the hot loop's
-	 * time by tens of microseconds on two CPUs. */
+	/* The unpinned ping-pong before the hot loop and the same-core one
+	 * after it; the cross-core one, the reference, in batches between the
+	 * hot loop's batches (A B A B ...), so that the machine's drift (on a
+	 * VM, the host's) hits both sides of the ratio alike.  Each pinned
+	 * batch moves this process, so the hot batches see whatever
+	 * placement the scheduler makes next, as a user's calls do. */
 	rv[1] = bench_unix_rtt_on(&rtt[1], rtts[1].place);
-	for (size_t i = 0; i < n + 200; i++) {
+	cross = sysconf(_SC_NPROCESSORS_ONLN) >= 2;
+	if (cross && !(rv[0] = calloc(nr, sizeof *rv[0])))
+		rc = -ENOMEM;
+	for (size_t i = 0, got = 0, round = 0; rc >= 0 && got < n; i++) {
 		double t0 = bench_now();
 
 		rc = omni_exec(c, &o, &r);
@@ -109,8 +118,27 @@ int bench_hot_exec(void)
 		}
 		worker = (pid_t)omni_reply_num(r, "worker_pid");
 		omni_reply_free(r);
-		if (i >= 200)
-			v[i - 200] = bench_now() - t0;
+		if (i < 200)          /* warm-up */
+			continue;
+		v[got++] = bench_now() - t0;
+		if (cross && (got % (n / ROUNDS) == 0 || got == n) && round < ROUNDS) {
+			struct bench_stats b;
+			double *bv = bench_unix_rtt_n(&b, BENCH_CROSS_CORE, nr / ROUNDS);
+
+			if (!bv) {
+				rc = -1;
+				break;
+			}
+			memcpy(rv[0] + round * (nr / ROUNDS), bv, nr / ROUNDS * sizeof *bv);
+			free(bv);
+			round++;
+		}
+	}
+	if (rc >= 0 && cross) {
+		rtt[0] = bench_stats(rv[0], nr / ROUNDS * ROUNDS);
+	} else {
+		free(rv[0]);
+		rv[0] = NULL;
 	}
 	if (rc >= 0 && (v1 = calloc(n, sizeof *v1)) && hot_one_cpu(c, &o, worker, v1, n) < 0) {
 		free(v1);
@@ -119,7 +147,7 @@ int bench_hot_exec(void)
 	omni_close(c);
 	bench_daemon_stop();
 	for (size_t k = 0; k < NRTT; k++) {
-		if (k != 1)
+		if (k == 2)
 			rv[k] = bench_unix_rtt_on(&rtt[k], rtts[k].place);
 		if (rv[k])
 			bench_line(rtts[k].name, &rtt[k], 0, NULL);

@@ -538,7 +538,8 @@ def main():
     w("")
     w("The floor `unix_socket_rtt` is a Unix-socket ping-pong of a request-sized message (%d bytes) "
       "whose echo side waits in a blocking epoll as the daemon does, with the two ends pinned to "
-      "different CPUs: on a VM that is the price of the wake-ups a hot call pays, and unlike the "
+      "different CPUs, in ten batches alternated with the C client's hot loop so that the host's drift "
+      "hits both: on a VM that is the price of the wake-ups a hot call pays, and unlike the "
       "unpinned figure it does not depend on where the scheduler put the two ends. Every ratio to "
       "RTT in this file uses it. Beside it in the same run: unpinned %s, same core %s."
       % (96, x.cell("unix_socket_rtt_unpinned"), x.cell("unix_socket_rtt_same_core")))
