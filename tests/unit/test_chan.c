@@ -3,7 +3,9 @@
  * with their own frame however the reads fall, more than a frame may carry
  * are refused and closed, descriptors sent mid-frame belong to no frame,
  * frames queued behind others take their descriptors along, and nothing
- * leaks: every test counts /proc/self/fd before and after.
+ * leaks: every test counts /proc/self/fd before and after.  And the read
+ * side as the hot path uses it: a small frame neither grows nor trims the
+ * buffer, and the end of stream comes after the frames before it.
  */
 #include <CUnit/Basic.h>
 #include <dirent.h>
@@ -376,6 +378,80 @@ static void test_send_limits(void)
 	teardown();
 }
 
+/* A small frame must not grow (and then trim) the read buffer: growing
+ * on every fill made each hot request fault in and give back 128 KiB. */
+static void test_small_frame_keeps_buffer(void)
+{
+	int got[CHAN_MAX_FDS], n;
+
+	setup();
+	for (int i = 0; i < 100; i++) {
+		peer_frame(i, NULL, 0);
+		CU_ASSERT_EQUAL(chan_fill(&ch), 0);
+		CU_ASSERT_EQUAL(next(got, &n), i);
+		chan_trim(&ch);
+		CU_ASSERT_EQUAL(ch.rcap, 65536);   /* the first size, kept */
+	}
+	teardown();
+}
+
+static void test_big_frame_grows_and_trims(void)
+{
+	size_t body = 300 * 1024, off = 0;
+	char *b = malloc(PROTO_HDR + body);
+	const char *p = NULL;
+	size_t len = 0;
+	long n = 0;
+	int r = 0;
+
+	CU_ASSERT_FATAL(b != NULL);
+	setup();
+	proto_frame_hdr((unsigned char *)b, body);
+	memset(b + PROTO_HDR, 'y', body);
+	/* More than a socket buffer holds: write and fill in turns. */
+	for (int turn = 0; turn < 10000 && n == 0; turn++) {
+		ssize_t k = off < PROTO_HDR + body ? write(sp[1], b + off, PROTO_HDR + body - off) : 0;
+
+		if (k > 0)
+			off += (size_t)k;
+		if ((r = chan_fill(&ch)) < 0)
+			break;
+		n = chan_frame(&ch, &p, &len);
+	}
+	CU_ASSERT_EQUAL(r, 0);
+	CU_ASSERT_EQUAL(n, (long)(PROTO_HDR + body));
+	CU_ASSERT_EQUAL(len, body);
+	CU_ASSERT(p && p[0] == 'y' && p[body - 1] == 'y');
+	CU_ASSERT(ch.rcap > 65536);
+	if (n > 0)
+		chan_drop(&ch, (size_t)n);
+	chan_trim(&ch);
+	CU_ASSERT(ch.rcap <= 65536);   /* what one big frame needed is given back */
+	free(b);
+	teardown();
+}
+
+static void test_eof_after_frames(void)
+{
+	int got[CHAN_MAX_FDS], n, r;
+
+	setup();
+	peer_frame(1, NULL, 0);
+	peer_frame(2, NULL, 0);
+	shutdown(sp[1], SHUT_WR);
+	/* The frames first; the end of stream by the next fill at the latest
+	 * (a short read ends a fill without the read that would see it). */
+	r = chan_fill(&ch);
+	CU_ASSERT(r == 0 || r == -EPIPE);
+	CU_ASSERT_EQUAL(next(got, &n), 1);
+	CU_ASSERT_EQUAL(next(got, &n), 2);
+	CU_ASSERT_EQUAL(next(got, &n), -1000);   /* no frame left */
+	if (r == 0)
+		r = chan_fill(&ch);
+	CU_ASSERT_EQUAL(r, -EPIPE);
+	teardown();
+}
+
 int main(void)
 {
 	CU_pSuite s;
@@ -393,6 +469,10 @@ int main(void)
 	CU_add_test(s, "descriptors no frame explains", test_descriptors_no_frame_explains);
 	CU_add_test(s, "sent behind queued bytes", test_send_queued_behind_others);
 	CU_add_test(s, "send limits", test_send_limits);
+	s = CU_add_suite("chan reads", NULL, NULL);
+	CU_add_test(s, "a small frame keeps the read buffer", test_small_frame_keeps_buffer);
+	CU_add_test(s, "a big frame grows it, trim gives it back", test_big_frame_grows_and_trims);
+	CU_add_test(s, "end of stream after the frames", test_eof_after_frames);
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	CU_basic_run_tests();
 	failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed() +
