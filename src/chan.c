@@ -34,7 +34,7 @@ struct chan_fdq {
 	int nout;
 };
 
-static void close_fds(const int *fds, int n)
+void chan_close_fds(const int *fds, int n)
 {
 	for (int i = 0; i < n; i++)
 		close(fds[i]);
@@ -53,10 +53,10 @@ void chan_free(struct chan *c)
 
 	if (q) {
 		for (int i = 0; i < q->nin; i++)
-			close_fds(q->in[i].fds, q->in[i].n);
-		close_fds(q->cur, q->ncur);
+			chan_close_fds(q->in[i].fds, q->in[i].n);
+		chan_close_fds(q->cur, q->ncur);
 		for (int i = 0; i < q->nout; i++)
-			close_fds(q->out[i].fds, q->out[i].n);
+			chan_close_fds(q->out[i].fds, q->out[i].n);
 		free(q);
 		c->fdq = NULL;
 	}
@@ -113,7 +113,7 @@ static ssize_t recv_some(struct chan *c)
 		return n;
 	r.end = r.begin + (uint64_t)n;
 	if (n == 0 || !fdq(c)) {
-		close_fds(r.fds, r.n);
+		chan_close_fds(r.fds, r.n);
 		errno = n == 0 ? EBADMSG : ENOMEM;
 		return -1;
 	}
@@ -206,7 +206,7 @@ static void claim(struct chan *c, size_t n)
 			}
 			q->cur_trunc |= r->trunc;
 		} else {
-			close_fds(r->fds, r->n);
+			chan_close_fds(r->fds, r->n);
 		}
 		memmove(q->in, q->in + 1, (size_t)--q->nin * sizeof *q->in);
 	}
@@ -229,7 +229,7 @@ int chan_take_fds(struct chan *c, int *fds, int max)
 	if (!q || !q->cur_set)
 		return 0;
 	if (q->cur_trunc || q->ncur > max) {
-		close_fds(q->cur, q->ncur);
+		chan_close_fds(q->cur, q->ncur);
 		q->ncur = 0;
 		q->cur_trunc = 1;
 		return -ETOOMANYREFS;
@@ -245,7 +245,7 @@ void chan_drop(struct chan *c, size_t n)
 	struct chan_fdq *q = c->fdq;
 
 	if (q) {
-		close_fds(q->cur, q->ncur);
+		chan_close_fds(q->cur, q->ncur);
 		q->ncur = q->cur_trunc = q->cur_set = 0;
 	}
 	c->rpos += n;
@@ -306,7 +306,7 @@ int chan_flush(struct chan *c)
 			return -errno;
 		}
 		if (with && w > 0) {
-			close_fds(f->fds, f->n);
+			chan_close_fds(f->fds, f->n);
 			memmove(c->fdq->out, c->fdq->out + 1, (size_t)--c->fdq->nout * sizeof *f);
 		}
 		c->woff += w;
@@ -442,14 +442,14 @@ int chan_send_fds(struct chan *c, const cJSON *msg, const int *fds, int nfds)
 	for (; f.n < nfds; f.n++)
 		if ((f.fds[f.n] = fcntl(fds[f.n], F_DUPFD_CLOEXEC, 3)) < 0) {
 			r = -errno;
-			close_fds(f.fds, f.n);
+			chan_close_fds(f.fds, f.n);
 			free(p);
 			return r;
 		}
 	r = queue(c, p, n);
 	free(p);
 	if (r < 0) {
-		close_fds(f.fds, f.n);
+		chan_close_fds(f.fds, f.n);
 		return r;
 	}
 	c->fdq->out[c->fdq->nout++] = f;

@@ -62,6 +62,8 @@ long chan_frame(struct chan *c, const char **p, size_t *len);
  * descriptors): every one that came is closed.
  */
 int chan_take_fds(struct chan *c, int *fds, int max);
+/* Closes n descriptors (taken ones a caller will not pass on). */
+void chan_close_fds(const int *fds, int n);
 /* Drops n bytes (a frame) and closes its descriptors not taken. */
 void chan_drop(struct chan *c, size_t n);
 

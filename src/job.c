@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+#include "chan.h"
 #include "job.h"
 #include "loop.h"
 #include "arrays.h"
@@ -31,8 +31,7 @@ struct job *job_new(uint64_t id, const struct job_req *r, double timeout, job_do
 	int failed = 0;
 
 	if (!j) {
-		for (int i = 0; i < r->nfds; i++)
-			close(r->fds[i]);
+		chan_close_fds(r->fds, r->nfds);
 		return NULL;
 	}
 	/* The job's from here on (closed by job_free): a job requeued after
@@ -88,8 +87,8 @@ int job_finish(struct job *j, cJSON *reply, const struct worker *w)
 	/* Before the reply: its reader may remove the segments at once, and
 	 * count the descriptors it sent. */
 	job_release(j);
-	while (j->nfds > 0)
-		close(j->fds[--j->nfds]);
+	chan_close_fds(j->fds, j->nfds);
+	j->nfds = 0;
 
 	if (j->kind != JOB_KIND_EXEC) {
 		j->cb(reply, j->ud);
@@ -221,8 +220,8 @@ void job_free(struct job *j)
 	cJSON_Delete(j->arrays);
 	cJSON_Delete(j->bind);
 	cJSON_Delete(j->fds_desc);
-	while (j->nfds > 0)
-		close(j->fds[--j->nfds]);
+	chan_close_fds(j->fds, j->nfds);
+	j->nfds = 0;
 	free(j->spec);
 	free(j->target);
 	free(j->python);

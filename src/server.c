@@ -327,8 +327,7 @@ static void conn_submit(struct conn *c, uint64_t id, struct job_req *r)
 	r->owner = c->owner;
 	pd = malloc(sizeof *pd);
 	if (!pd) {
-		for (int i = 0; i < r->nfds; i++)
-			close(r->fds[i]);
+		chan_close_fds(r->fds, r->nfds);
 		return conn_error(c, id, ENOMEM, NOMEM, "out of memory");
 	}
 	*pd = (struct pending){ .c = c, .id = id, .next = c->pend };
@@ -344,12 +343,6 @@ static void conn_submit(struct conn *c, uint64_t id, struct job_req *r)
 			pd->job = job;
 			break;
 		}
-}
-
-static void close_fds(int *fds, int n)
-{
-	while (n > 0)
-		close(fds[--n]);
 }
 
 /* Takes fds: the job gets them, or they are closed before the refusal
@@ -379,21 +372,21 @@ static void op_exec(struct conn *c, uint64_t id, const cJSON *req, int *fds, int
 	n = arrays_parse(cJSON_GetObjectItemCaseSensitive(req, "arrays"), arrays, ARRAYS_MAX, err,
 			 sizeof err);
 	if (n < 0) {
-		close_fds(fds, nfds);
+		chan_close_fds(fds, nfds);
 		return conn_error(c, id, EINVAL, BADARG, "exec: %s", err);
 	}
 	r.arrays = arrays;
 	r.narrays = n;
 	if (cJSON_IsObject(b)) {
 		if (bind_ok(b, err, sizeof err) < 0) {
-			close_fds(fds, nfds);
+			chan_close_fds(fds, nfds);
 			return conn_error(c, id, EINVAL, BADARG, "%s", err);
 		}
 		r.bind = b;
 	}
 	if (fds_check(cJSON_GetObjectItemCaseSensitive(req, "fds"), b, fds, nfds, &fdd, err,
 		      sizeof err) < 0) {
-		close_fds(fds, nfds);
+		chan_close_fds(fds, nfds);
 		return conn_error(c, id, EINVAL, BADARG, "%s", err);
 	}
 	r.fds = fds;
@@ -628,7 +621,7 @@ static void conn_request(struct conn *c, const char *pl, size_t len, int *fds, i
 	int op = proto_decode(pl, len, &req, &id, err, sizeof err);
 
 	if (op < 0) {
-		close_fds(fds, nfds);
+		chan_close_fds(fds, nfds);
 		conn_reply(c, id, proto_reply_error(-op, proto_reason(op), "%s", err));
 		return;
 	}
@@ -639,7 +632,7 @@ static void conn_request(struct conn *c, const char *pl, size_t len, int *fds, i
 		goto out;
 	}
 	if (nfds > 0 && op != PROTO_OP_EXEC) {
-		close_fds(fds, nfds);
+		chan_close_fds(fds, nfds);
 		conn_error(c, id, EINVAL, BADARG, "%s takes no descriptors; %d came with it",
 			   proto_op_name(op), nfds);
 		goto out;
