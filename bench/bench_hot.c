@@ -27,6 +27,27 @@ static const struct {
 #define NRTT (sizeof rtts / sizeof rtts[0])
 #define ROUNDS 10   /* hot and cross-core batches, alternated */
 
+/* One hot call: its seconds, and in *worker the pid that ran it; -1 (and
+ * why, said) when it failed. */
+static double hot_call(omni_client *c, const omni_exec_opts *o, size_t i, pid_t *worker)
+{
+	double t0 = bench_now(), t;
+	omni_reply *r;
+	int rc = omni_exec(c, o, &r);
+
+	if (rc < 0 || !omni_reply_ok(r)) {
+		fprintf(stderr, "hot_exec: call %zu failed: %s %s\n", i, omni_strerror(rc),
+			rc < 0 ? "" : omni_reply_str(r, "error"));
+		if (rc == 0)
+			omni_reply_free(r);
+		return -1;
+	}
+	t = bench_now() - t0;
+	*worker = (pid_t)omni_reply_num(r, "worker_pid");
+	omni_reply_free(r);
+	return t;
+}
+
 /*
  * The hot loop again with the client, the daemon and the worker all on
  * CPU 0: no cross-core wake-up is left, so it shows what the work itself
@@ -39,7 +60,6 @@ static int hot_one_cpu(omni_client *c, const omni_exec_opts *o, pid_t worker, do
 	pid_t pids[3] = { 0, bench_daemon_pid(), worker };
 	cpu_set_t was[3], one;
 	int k, rc = 0;
-	omni_reply *r;
 
 	if (sysconf(_SC_NPROCESSORS_ONLN) < 2 || pids[1] <= 0 || worker <= 0)
 		return -1;
@@ -54,17 +74,13 @@ static int hot_one_cpu(omni_client *c, const omni_exec_opts *o, pid_t worker, do
 		rc = -1;
 	}
 	for (size_t i = 0; rc == 0 && i < n + 200; i++) {
-		double t0 = bench_now();
+		pid_t by = 0;
+		double t = hot_call(c, o, i, &by);
 
-		if (omni_exec(c, o, &r) < 0) {
+		if (t < 0 || by != worker)   /* another worker would not be pinned */
 			rc = -1;
-			break;
-		}
-		if (!omni_reply_ok(r) || (pid_t)omni_reply_num(r, "worker_pid") != worker)
-			rc = -1;   /* another worker would not be pinned */
-		omni_reply_free(r);
-		if (i >= 200)
-			v[i - 200] = bench_now() - t0;
+		else if (i >= 200)
+			v[i - 200] = t;
 	}
 	while (k-- > 0)
 		sched_setaffinity(pids[k], sizeof was[k], &was[k]);
@@ -78,7 +94,6 @@ int bench_hot_exec(void)
 	struct bench_stats rtt[NRTT], hot;
 	omni_exec_opts o = { .spec = "base", .python = "3.11", .code = "pass" };
 	omni_client *c = NULL;
-	omni_reply *r;
 	cJSON *rows = cJSON_CreateArray(), *row;
 	double *rv[NRTT] = { NULL }, *v1 = NULL;
 	const char *ref = rtts[0].name;
@@ -105,22 +120,15 @@ int bench_hot_exec(void)
 	if (cross && !(rv[0] = calloc(nr, sizeof *rv[0])))
 		rc = -ENOMEM;
 	for (size_t i = 0, got = 0, round = 0; rc >= 0 && got < n; i++) {
-		double t0 = bench_now();
+		double t = hot_call(c, &o, i, &worker);
 
-		rc = omni_exec(c, &o, &r);
-		if (rc < 0 || !omni_reply_ok(r)) {
-			fprintf(stderr, "hot_exec: call %zu failed: %s %s\n", i, omni_strerror(rc),
-				rc < 0 ? "" : omni_reply_str(r, "error"));
-			if (rc == 0)
-				omni_reply_free(r);
+		if (t < 0) {
 			rc = -1;
 			break;
 		}
-		worker = (pid_t)omni_reply_num(r, "worker_pid");
-		omni_reply_free(r);
 		if (i < 200)          /* warm-up */
 			continue;
-		v[got++] = bench_now() - t0;
+		v[got++] = t;
 		if (cross && (got % (n / ROUNDS) == 0 || got == n) && round < ROUNDS) {
 			struct bench_stats b;
 			double *bv = bench_unix_rtt_n(&b, BENCH_CROSS_CORE, nr / ROUNDS);
